@@ -1,0 +1,3 @@
+from add3d.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""KITTI camera calibration: projections between LiDAR, rectified camera and image coordinates.
+
+Conventions (KITTI's):
+- rectified camera frame ("rect"): x right, y down, z forward, metres;
+- image coordinates: continuous pixels, so a horizontal flip maps u to ``width - u``;
+- ``depth`` means the rect-frame z of a point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from add3d.errors import Add3dError
+
+
+def _to_hom(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([points, np.ones((points.shape[0], 1), dtype=points.dtype)], axis=1)
+
+
+def _pad4(matrix: np.ndarray) -> np.ndarray:
+    out = np.eye(4, dtype=np.float64)
+    out[: matrix.shape[0], : matrix.shape[1]] = matrix
+    return out
+
+
+def normalize_angle(angle: np.ndarray | float) -> np.ndarray | float:
+    """Wrap angles to [-pi, pi)."""
+    wrapped = (np.asarray(angle, dtype=np.float64) + np.pi) % (2 * np.pi) - np.pi
+    return wrapped if wrapped.ndim else float(wrapped)
+
+
+@dataclass
+class Calibration:
+    """The matrices of a KITTI ``calib/*.txt`` file, as float64 arrays.
+
+    ``P`` holds P0..P3 (3x4 each); the detectors use ``P2`` (left colour camera).
+    """
+
+    P0: np.ndarray
+    P1: np.ndarray
+    P2: np.ndarray
+    P3: np.ndarray
+    R0_rect: np.ndarray = field(default_factory=lambda: np.eye(3))
+    Tr_velo_to_cam: np.ndarray = field(default_factory=lambda: np.eye(3, 4))
+    Tr_imu_to_velo: np.ndarray = field(default_factory=lambda: np.eye(3, 4))
+
+    def __post_init__(self) -> None:
+        for name, shape in self.SHAPES.items():
+            value = np.asarray(getattr(self, name), dtype=np.float64)
+            if value.shape != shape:
+                raise Add3dError(f"calibration matrix {name} must be {shape}, got {value.shape}")
+            setattr(self, name, value)
+
+    SHAPES = {
+        "P0": (3, 4),
+        "P1": (3, 4),
+        "P2": (3, 4),
+        "P3": (3, 4),
+        "R0_rect": (3, 3),
+        "Tr_velo_to_cam": (3, 4),
+        "Tr_imu_to_velo": (3, 4),
+    }
+
+    @classmethod
+    def from_P2(cls, P2: np.ndarray) -> "Calibration":
+        """A calibration for a user's own camera: only the projection matrix is known."""
+        P2 = np.asarray(P2, dtype=np.float64).reshape(3, 4)
+        return cls(P0=P2.copy(), P1=P2.copy(), P2=P2, P3=P2.copy())
+
+    # ----- intrinsics of P2 -------------------------------------------------------------------
+    @property
+    def fu(self) -> float:
+        return float(self.P2[0, 0])
+
+    @property
+    def fv(self) -> float:
+        return float(self.P2[1, 1])
+
+    @property
+    def cu(self) -> float:
+        return float(self.P2[0, 2])
+
+    @property
+    def cv(self) -> float:
+        return float(self.P2[1, 2])
+
+    def singular_matrices(self) -> list[str]:
+        """Names of matrices that cannot be inverted (the projection needs their inverses)."""
+        bad = []
+        checks = {
+            "P2": self.P2[:, :3],
+            "R0_rect": self.R0_rect,
+            "Tr_velo_to_cam": self.Tr_velo_to_cam[:, :3],
+        }
+        for name, matrix in checks.items():
+            if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) < 1e-9 * max(
+                1.0, float(np.abs(matrix).max()) ** 3
+            ):
+                bad.append(name)
+        return bad
+
+    # ----- LiDAR <-> rect -----------------------------------------------------------------------
+    def velo_to_rect(self, points: np.ndarray) -> np.ndarray:
+        """(N,3) LiDAR points -> (N,3) rect-frame points."""
+        transform = _pad4(self.R0_rect) @ _pad4(self.Tr_velo_to_cam)
+        return (_to_hom(np.asarray(points[:, :3], dtype=np.float64)) @ transform.T)[:, :3]
+
+    def rect_to_velo(self, points: np.ndarray) -> np.ndarray:
+        transform = np.linalg.inv(_pad4(self.R0_rect) @ _pad4(self.Tr_velo_to_cam))
+        return (_to_hom(np.asarray(points, dtype=np.float64)) @ transform.T)[:, :3]
+
+    # ----- rect <-> image -----------------------------------------------------------------------
+    def rect_to_image(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N,3) rect points -> ((N,2) pixel coordinates, (N,) depth = rect z)."""
+        points = np.asarray(points, dtype=np.float64)
+        projected = _to_hom(points) @ self.P2.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = projected[:, :2] / projected[:, 2:3]
+        return uv, points[:, 2].copy()
+
+    def velo_to_image(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.rect_to_image(self.velo_to_rect(points))
+
+    def image_to_rect(self, u: np.ndarray, v: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Back-project pixels with their rect-frame depth to (N,3) rect points.
+
+        Exact for any P2 of the form K [R | t] with K upper-triangular, including KITTI's small
+        baseline offsets in the last column.
+        """
+        u = np.asarray(u, dtype=np.float64).reshape(-1)
+        v = np.asarray(v, dtype=np.float64).reshape(-1)
+        depth = np.asarray(depth, dtype=np.float64).reshape(-1)
+        # Solve P2 @ [x, y, z, 1] = w [u, v, 1] for x, y (and w) with z known.
+        M = self.P2[:, :3]
+        t = self.P2[:, 3]
+        n = u.shape[0]
+        # Unknowns (x, y, w): M[:, :2] @ [x, y] - w [u, v, 1] = -(M[:, 2] z + t)
+        A = np.zeros((n, 3, 3))
+        A[:, :, 0] = M[:, 0]
+        A[:, :, 1] = M[:, 1]
+        A[:, 0, 2] = -u
+        A[:, 1, 2] = -v
+        A[:, 2, 2] = -1.0
+        b = -(depth[:, None] * M[:, 2][None, :] + t[None, :])
+        solution = np.linalg.solve(A, b[..., None])[..., 0]
+        return np.stack([solution[:, 0], solution[:, 1], depth], axis=1)
+
+    # ----- angles -------------------------------------------------------------------------------
+    def alpha_to_ry(self, alpha: np.ndarray | float, u: np.ndarray | float) -> np.ndarray | float:
+        """Observation angle + pixel column of the object's centre -> global yaw rotation_y."""
+        return normalize_angle(alpha + np.arctan2(np.asarray(u) - self.cu, self.fu))
+
+    def ry_to_alpha(self, ry: np.ndarray | float, u: np.ndarray | float) -> np.ndarray | float:
+        return normalize_angle(ry - np.arctan2(np.asarray(u) - self.cu, self.fu))
+
+    # ----- image-space transforms -----------------------------------------------------------------
+    def flipped(self, image_width: float) -> "Calibration":
+        """Calibration of the horizontally flipped image (u -> width - u) for rect points (-x, y, z).
+
+        Only P2 is meaningful afterwards: a mirror is not a rotation, so the LiDAR chain of a
+        flipped frame is not representable; flip depth maps in image space instead.
+        """
+        # u' w = W w - u w with w the third row; then substitute x = -x'.
+        P = self.P2
+        P2 = P.copy()
+        P2[0] = image_width * P[2] - P[0]
+        P2[:, 0] = -P2[:, 0]
+        return replace(self, P2=P2)
+
+    def affine_transformed(self, affine: np.ndarray) -> "Calibration":
+        """Calibration of an image warped by the 2x3 pixel ``affine`` (crop, resize, shift).
+
+        ``[u', v', 1] = A [u, v, 1]`` holds in homogeneous form too, so P2' = A3 @ P2 exactly.
+        """
+        affine = np.asarray(affine, dtype=np.float64)
+        A3 = np.eye(3)
+        A3[:2, :] = affine.reshape(2, 3)
+        return replace(self, P2=A3 @ self.P2)
