@@ -1,0 +1,83 @@
+"""Configuration of ADD's training-only distillation (the ``distill`` and ``teacher`` config sections).
+
+Plain dataclasses so that OmegaConf can build typed, validated configs from them
+(``OmegaConf.structured(DistillConfig)``). Every component that the paper's abstract leaves open has
+a switch here, so each one can be ablated (see docs/ADD.md for which parts are the paper's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from add3d.errors import Add3dError
+
+
+@dataclass
+class DistillConfig:
+    """Which ADD components run during training, their loss weights and their sizes."""
+
+    # ----- component switches (ablations) ---------------------------------------------------
+    # 3D-aware positional encoding added to the attention queries/keys; off -> attention without PE.
+    position_encoding: bool = True
+    # 3D-aware self-attention adapter; off -> the student map only goes through a 1x1 conv adapter.
+    self_attention: bool = True
+    # L_feat: foreground-weighted MSE between the adapted student map and the teacher's neck map.
+    feature_distillation: bool = True
+    # Target-aware cross-attention + L_obj (one query per ground-truth object).
+    object_distillation: bool = True
+    # L_resp: heatmap + per-object regression outputs, the teacher's outputs as targets.
+    response_distillation: bool = True
+
+    # ----- loss weights (L = L_det + sum of weight * term) ------------------------------------
+    feature_weight: float = 1.0
+    object_weight: float = 1.0
+    response_heatmap_weight: float = 1.0
+    response_regression_weight: float = 1.0
+    # Weight of background cells in L_feat's mask (foreground = max over classes of the Gaussian heatmap).
+    background_weight: float = 0.1
+    object_loss: str = "mse"  # "mse" | "cosine"
+
+    # ----- 3D-aware positional encoding -----------------------------------------------------
+    depth_bins: int = 64
+    depth_min: float = 1.0
+    depth_max: float = 60.0
+    # Fixed rect-frame range used to normalise frustum points: x_min, y_min, z_min, x_max, y_max, z_max.
+    position_range: list[float] = field(default_factory=lambda: [-60.0, -10.0, 0.0, 60.0, 10.0, 60.0])
+
+    # ----- attention ------------------------------------------------------------------------
+    pool: int = 4  # tokens = avg-pooled stride-4 neck map (4 -> stride 16 tokens)
+    num_heads: int = 4
+    ffn_channels: int = 256
+    dropout: float = 0.0
+    class_embedding: bool = True
+    num_classes: int = 3
+
+    def validate(self) -> None:
+        if self.object_loss not in ("mse", "cosine"):
+            raise Add3dError(f"distill.object_loss must be 'mse' or 'cosine', got {self.object_loss!r}")
+        if self.depth_bins < 1 or not 0 < self.depth_min < self.depth_max:
+            raise Add3dError(
+                f"distill: need depth_bins >= 1 and 0 < depth_min < depth_max, got "
+                f"{self.depth_bins}, {self.depth_min}, {self.depth_max}"
+            )
+        if len(self.position_range) != 6 or any(
+            self.position_range[i] >= self.position_range[i + 3] for i in range(3)
+        ):
+            raise Add3dError(f"distill.position_range must be [x0, y0, z0, x1, y1, z1] with mins < maxes, got {self.position_range}")
+        if self.pool < 1 or self.num_heads < 1:
+            raise Add3dError(f"distill.pool and distill.num_heads must be >= 1, got {self.pool}, {self.num_heads}")
+        weights = (self.feature_weight, self.object_weight, self.response_heatmap_weight, self.response_regression_weight)
+        if any(w < 0 for w in weights) or self.background_weight < 0:
+            raise Add3dError("distill loss weights must be >= 0")
+
+
+@dataclass
+class TeacherConfig:
+    """Where the frozen teacher comes from when training an ADD student.
+
+    The teacher's architecture is the student's ``model`` section with ``in_channels = 5``
+    (RGB + depth / depth_scale + validity); ``checkpoint`` is a teacher run's ``checkpoint*.pth``.
+    """
+
+    checkpoint: str | None = None
+    depth_scale: float = 80.0
