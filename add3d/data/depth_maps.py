@@ -1,0 +1,125 @@
+"""Ground-truth depth maps for the teacher: projected LiDAR or object-wise depth from labels.
+
+Stored as 16-bit PNG with value / 256 = metres and 0 = unknown (the usual KITTI depth format).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from add3d.data.kitti import Object3D
+from add3d.errors import Add3dError, DataFormatError
+from add3d.fileio import atomic_path
+from add3d.geometry.boxes import objects_corners
+from add3d.geometry.calib import Calibration
+from add3d.geometry.raster import rasterize_box_depth
+
+DEPTH_PNG_SCALE = 256.0
+MAX_PNG_DEPTH = 65535 / DEPTH_PNG_SCALE
+OBJECT_CLASSES_FOR_DEPTH = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
+
+
+def write_depth_png(path: str | Path, depth: np.ndarray) -> None:
+    """Write (H,W) metres (0 or non-finite = unknown) as a 16-bit PNG, atomically."""
+    depth = np.asarray(depth, dtype=np.float64)
+    encoded = np.where(np.isfinite(depth) & (depth > 0), np.round(depth * DEPTH_PNG_SCALE), 0)
+    encoded = np.clip(encoded, 0, 65535).astype(np.uint16)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), encoded):
+            raise Add3dError(f"{path}: cannot write depth PNG")
+
+
+def read_depth_png(path: str | Path) -> np.ndarray:
+    """Read a 16-bit depth PNG as (H,W) float32 metres, 0 = unknown."""
+    path = Path(path)
+    if not path.is_file():
+        raise Add3dError(f"{path}: depth map not found (create it with `add3d make-depth`)")
+    encoded = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+    if encoded is None:
+        raise DataFormatError(path, "cannot decode PNG")
+    if encoded.dtype != np.uint16 or encoded.ndim != 2:
+        raise DataFormatError(path, f"depth PNG must be single-channel 16-bit, found {encoded.dtype} x{encoded.ndim}D")
+    return encoded.astype(np.float32) / DEPTH_PNG_SCALE
+
+
+def lidar_depth_map(points: np.ndarray, calib: Calibration, image_size: tuple[int, int],
+                    min_depth: float = 0.1) -> np.ndarray:
+    """Project LiDAR points into image_2: (H,W) float32 depth, nearest point wins, 0 = no point.
+
+    ``image_size`` is (width, height). A point lands in the pixel whose area contains it.
+    """
+    width, height = image_size
+    uv, depth = calib.velo_to_image(points[:, :3])
+    cols = np.floor(uv[:, 0]).astype(np.int64)
+    rows = np.floor(uv[:, 1]).astype(np.int64)
+    keep = (depth > min_depth) & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    cols, rows, depth = cols[keep], rows[keep], depth[keep]
+    # Write far to near so the nearest point of each pixel is written last and wins.
+    order = np.argsort(-depth, kind="stable")
+    out = np.zeros((height, width), dtype=np.float32)
+    out[rows[order], cols[order]] = depth[order]
+    return out
+
+
+def object_depth_map(objects: list[Object3D], calib: Calibration, image_size: tuple[int, int]) -> np.ndarray:
+    """Paint every labelled object's 3D box surface with its per-pixel depth; 0 elsewhere.
+
+    Each box is z-buffered on its own (its visible surface) and boxes are painted far to near, so a
+    nearer object covers a farther one where they overlap, as the teacher should see it.
+    """
+    width, height = image_size
+    out = np.zeros((height, width), dtype=np.float32)
+    objects = [o for o in objects if o.cls_type in OBJECT_CLASSES_FOR_DEPTH]
+    if not objects:
+        return out
+    corners = objects_corners(objects)
+    order = np.argsort([-o.location[2] for o in objects], kind="stable")
+    for index in order:
+        surface = np.full((height, width), np.inf)
+        rasterize_box_depth(corners[index], calib.P2, surface)
+        painted = np.isfinite(surface)
+        out[painted] = surface[painted]
+    return out
+
+
+# ----- command line ---------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="KITTI root (holding training/ and ImageSets/)")
+    parser.add_argument("--split", default="train", help="split name in ImageSets/ or path to an ids file")
+    parser.add_argument("--source", choices=("lidar", "object"), required=True,
+                        help="lidar: projected velodyne points; object: 3D boxes from label_2")
+    parser.add_argument("--out", default=None, help="output folder (default ROOT/training/depth_<source>)")
+    parser.add_argument("--overwrite", action="store_true", help="rewrite maps that already exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from add3d.data.dataset import KittiDataset
+    from add3d.data.kitti import read_calib, read_image, read_label, read_velodyne
+
+    dataset = KittiDataset(args.root, args.split, load_labels=args.source == "object")
+    out_dir = Path(args.out) if args.out else dataset.subset_dir / f"depth_{args.source}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = skipped = 0
+    for frame_id in tqdm(dataset.ids, desc=f"depth_{args.source}", unit="frame"):
+        target = out_dir / f"{frame_id}.png"
+        if target.exists() and not args.overwrite:
+            skipped += 1
+            continue
+        height, width = read_image(dataset.path("image_2", frame_id)).shape[:2]
+        calib = read_calib(dataset.path("calib", frame_id))
+        if args.source == "lidar":
+            points = read_velodyne(dataset.path("velodyne", frame_id))
+            depth = lidar_depth_map(points, calib, (width, height))
+        else:
+            objects = read_label(dataset.path("label_2", frame_id), allow_score=False)
+            depth = object_depth_map(objects, calib, (width, height))
+        write_depth_png(target, depth)
+        written += 1
+    print(f"wrote {written} depth maps to {out_dir} ({skipped} already present)")
+    return 0

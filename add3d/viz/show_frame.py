@@ -1,0 +1,75 @@
+"""`add3d show-frame`: a KITTI frame with its labelled 3D boxes and its depth (LiDAR or a depth map).
+
+The quickest way to check that calibration, labels and depth agree on a dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def render_frame_figure(frame, depth: np.ndarray | None, out_path: str | Path, title: str = "") -> None:
+    """Two panels: 3D boxes over the image; depth (sparse dots or dense map) over the image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from add3d.fileio import atomic_path
+    from add3d.viz.draw import colorize_depth, draw_boxes3d, overlay_sparse_depth
+
+    boxes = draw_boxes3d(frame.image, frame.objects, frame.calib.P2)
+    panels = [(boxes, "labelled 3D boxes (front face crossed)")]
+    if depth is not None:
+        density = float((depth > 0).mean())
+        if density < 0.3:
+            depth_panel = overlay_sparse_depth(frame.image // 2, depth)
+        else:
+            depth_panel = (0.4 * frame.image + 0.6 * colorize_depth(depth)).astype(np.uint8)
+        panels.append((draw_boxes3d(depth_panel, frame.objects, frame.calib.P2, color=(255, 255, 255), thickness=1),
+                       f"depth (near = red, far = blue), {density:.1%} of pixels"))
+    height, width = frame.image.shape[:2]
+    figure, axes = plt.subplots(len(panels), 1, figsize=(12, 12 * height / width * len(panels) + 0.6 * len(panels)))
+    axes = np.atleast_1d(axes)
+    for ax, (picture, caption) in zip(axes, panels):
+        ax.imshow(picture)
+        ax.set_title(caption, fontsize=10)
+        ax.axis("off")
+    if title:
+        figure.suptitle(title, fontsize=11)
+    figure.tight_layout()
+    with atomic_path(out_path) as tmp:
+        figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, help="KITTI root")
+    parser.add_argument("--split", default="train", help="split name in ImageSets/ or ids file")
+    parser.add_argument("--id", dest="frame_id", default=None, help="frame id (default: the split's first)")
+    parser.add_argument("--depth", default="lidar",
+                        help="'lidar' (project velodyne), 'none', or a depth-map folder name such as depth_object")
+    parser.add_argument("--out", required=True, help="output PNG")
+
+
+def run(args: argparse.Namespace) -> int:
+    from add3d.data.dataset import KittiDataset
+    from add3d.data.depth_maps import lidar_depth_map
+    from add3d.errors import Add3dError
+
+    source = args.depth
+    dataset = KittiDataset(args.root, args.split, load_lidar=source == "lidar",
+                           depth_dir=None if source in ("lidar", "none") else source)
+    frame_id = args.frame_id or dataset.ids[0]
+    if frame_id not in dataset.ids:
+        raise Add3dError(f"frame {frame_id} is not in split {args.split}")
+    frame = dataset[dataset.ids.index(frame_id)]
+    depth = frame.depth
+    if source == "lidar":
+        depth = lidar_depth_map(frame.lidar, frame.calib, frame.image.shape[1::-1])
+    render_frame_figure(frame, depth, args.out, title=f"{Path(args.root).name} {frame_id}")
+    print(f"wrote {args.out}")
+    return 0
