@@ -42,7 +42,7 @@ class DistillConfig:
     depth_min: float = 1.0
     depth_max: float = 60.0
     # Fixed rect-frame range used to normalise frustum points: x_min, y_min, z_min, x_max, y_max, z_max.
-    position_range: list[float] = field(default_factory=lambda: [-60.0, -10.0, 0.0, 60.0, 10.0, 60.0])
+    position_range: list[float] = field(default_factory=lambda: [-60.0, -20.0, 0.0, 60.0, 20.0, 60.0])
 
     # ----- attention ------------------------------------------------------------------------
     pool: int = 4  # tokens = avg-pooled stride-4 neck map (4 -> stride 16 tokens)
