@@ -1,0 +1,71 @@
+"""ADD's distillation losses. Each is exactly zero when the student matches the teacher.
+
+All losses are normalised by the amount of supervision (mask sum, number of objects) with a floor,
+so a batch without objects gives 0, never NaN, and the scale does not depend on batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def foreground_mask(heatmap: Tensor, background_weight: float) -> Tensor:
+    """B x 1 x h x w weights: max over classes of the Gaussian heatmap target + background weight.
+
+    Why: objects are a tiny part of a driving image; an unweighted feature loss is dominated by
+    road and sky, which the teacher's depth input helps least.
+    """
+    return heatmap.amax(dim=1, keepdim=True) + background_weight
+
+
+def feature_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
+    """L_feat: per-cell MSE (mean over channels) weighted by ``mask``, normalised by the mask sum."""
+    per_cell = (student - teacher).pow(2).mean(dim=1, keepdim=True)
+    return (per_cell * mask).sum() / mask.sum().clamp(min=1e-6)
+
+
+def object_loss(student: Tensor, teacher: Tensor, mask: Tensor, kind: str = "mse") -> Tensor:
+    """L_obj between B x M x C object features; ``mask`` B x M marks real objects.
+
+    ``kind="mse"``: mean squared error over channels; ``"cosine"``: 1 - cosine similarity.
+    """
+    if kind == "cosine":
+        per_object = 1.0 - F.cosine_similarity(student, teacher, dim=-1, eps=1e-6)
+    elif kind == "mse":
+        per_object = (student - teacher).pow(2).mean(dim=-1)
+    else:
+        raise ValueError(f"object loss must be 'mse' or 'cosine', got {kind!r}")
+    mask = mask.to(per_object.dtype)
+    return (per_object * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def heatmap_response_loss(student_logits: Tensor, teacher_logits: Tensor, gaussian: Tensor) -> Tensor:
+    """Heatmap response distillation: MSE of sigmoid scores under the Gaussian object mask.
+
+    ``gaussian`` is the heatmap target (B x C x h x w); its max over classes weights every class
+    channel, so the student also learns the teacher's scores for the *other* classes at an object.
+    """
+    weight = gaussian.amax(dim=1, keepdim=True)
+    per_cell = (torch.sigmoid(student_logits) - torch.sigmoid(teacher_logits)).pow(2).mean(dim=1, keepdim=True)
+    return (per_cell * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def regression_response_loss(student: dict[str, Tensor], teacher: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """L1 between per-object head outputs (``detector.response_outputs``: name -> B x M x k).
+
+    Returns the sum over heads and each head's term (for logging). Teacher values are targets
+    (detached); heads missing from either side are a programming error.
+    """
+    if student.keys() != teacher.keys():
+        raise KeyError(f"student and teacher response outputs differ: {sorted(student)} vs {sorted(teacher)}")
+    mask = mask.to(torch.float32)
+    count = mask.sum().clamp(min=1.0)
+    parts: dict[str, Tensor] = {}
+    for name in student:
+        s, t = student[name], teacher[name].detach()
+        per_object = (s - t).abs().flatten(2).mean(dim=-1)  # B x M
+        parts[name] = (per_object * mask.to(per_object.dtype)).sum() / count
+    total = sum(parts.values()) if parts else mask.new_zeros(())
+    return total, parts

@@ -1,0 +1,103 @@
+"""The depth-aware teacher: the student's own detector with RGB + depth + validity input.
+
+Why the same architecture: ADD's teacher differs from the student only in its input, so its
+features live in the same space as the student's ("domain-gap free") and can be distilled without
+a cross-modal translation. Its first convolution takes 3 + 2 channels; when it starts from RGB
+weights (a trained baseline or ImageNet), the two extra input channels start at zero so that the
+teacher initially behaves exactly like the RGB network and learns to use depth from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from add3d.errors import Add3dError, DataFormatError
+
+TEACHER_IN_CHANNELS = 5  # RGB + depth / depth_scale + validity (see add3d.distill.teacher_input)
+
+
+def teacher_model_config(student_model_cfg: Any) -> Any:
+    """The teacher's ModelConfig: the student's with 5 input channels and no pretrained download."""
+    return dataclasses.replace(student_model_cfg, in_channels=TEACHER_IN_CHANNELS, pretrained=None)
+
+
+def widen_input_state(teacher_state: Mapping[str, Tensor], rgb_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Teacher state dict initialised from an RGB network's state dict.
+
+    Every tensor of the same name and shape is copied. A convolution weight that differs only in
+    its input channels (out, 3, k, k) -> (out, 5, k, k) gets the RGB weights in its first channels
+    and zeros in the extra ones. Anything else that does not match is an error, because a silent
+    partial initialisation would make a teacher run quietly worse.
+    """
+    widened: dict[str, Tensor] = {}
+    missing = [name for name in teacher_state if name not in rgb_state]
+    if missing:
+        raise Add3dError(f"RGB weights lack {len(missing)} teacher parameters, e.g. {missing[:3]}")
+    for name, target in teacher_state.items():
+        source = rgb_state[name]
+        if source.shape == target.shape:
+            widened[name] = source.detach().clone().to(target.dtype)
+        elif (
+            source.dim() == 4
+            and target.dim() == 4
+            and source.shape[0] == target.shape[0]
+            and source.shape[2:] == target.shape[2:]
+            and source.shape[1] < target.shape[1]
+        ):
+            weight = torch.zeros_like(target)
+            weight[:, : source.shape[1]] = source.to(target.dtype)
+            widened[name] = weight
+        else:
+            raise Add3dError(f"cannot initialise teacher parameter {name} {tuple(target.shape)} from {tuple(source.shape)}")
+    return widened
+
+
+def init_teacher_from_rgb(teacher: nn.Module, rgb_state: Mapping[str, Tensor]) -> nn.Module:
+    """Load RGB weights into a 5-channel teacher (extra input channels zero). Returns ``teacher``."""
+    teacher.load_state_dict(widen_input_state(teacher.state_dict(), rgb_state), strict=True)
+    return teacher
+
+
+def read_checkpoint_model(path: str | Path) -> dict[str, Tensor]:
+    """The ``model`` state dict of a trainer checkpoint, loaded safely (weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise Add3dError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle/zip errors of many kinds: report the file, not a traceback
+        raise DataFormatError(path, f"not a readable torch checkpoint ({error.__class__.__name__}: {error})") from error
+    if isinstance(checkpoint, dict) and "model" in checkpoint and isinstance(checkpoint["model"], dict):
+        return checkpoint["model"]
+    if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
+        return checkpoint  # a bare state dict
+    raise DataFormatError(path, "expected a trainer checkpoint with a 'model' state dict")
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients, eval mode (BatchNorm statistics and dropout fixed). Returns ``module``."""
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module.eval()
+
+
+def load_teacher(student_model_cfg: Any, checkpoint: str | Path) -> nn.Module:
+    """Build the teacher for a student config and load a trained teacher checkpoint, frozen."""
+    from add3d.models import build_detector
+
+    teacher = build_detector(teacher_model_config(student_model_cfg))
+    state = read_checkpoint_model(checkpoint)
+    try:
+        teacher.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise Add3dError(
+            f"{checkpoint}: not a teacher checkpoint for this student model (expected a "
+            f"{TEACHER_IN_CHANNELS}-channel '{getattr(student_model_cfg, 'name', '?')}' detector): {first_line}"
+        ) from error
+    return freeze(teacher)

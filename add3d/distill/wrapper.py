@@ -1,0 +1,201 @@
+"""ADD's training module: a student detector distilled from a frozen depth-aware teacher.
+
+The trainer treats it like any training module (``forward(batch) -> (loss, logs)``) and saves
+``module.detector`` — the plain student — so the deployed model is exactly the baseline detector:
+every adapter here (3D-PE, 3D-SA, TCA, 1x1 projections) exists only during training and is never
+part of a checkpoint's ``model``. That is ADD's zero-inference-cost property.
+
+Detector-agnostic by construction: it only uses the MonoDetector contract of docs/DESIGN.md —
+``outputs["features"]`` (the neck map that feeds the heads), ``outputs["heatmap"]`` (logits),
+``response_outputs(outputs, targets)`` (per-object head outputs) and ``targets["indices"]``
+(where the objects' centres are). MonoDLE, GUPNet and MonoFlex plug in unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from add3d.distill import losses
+from add3d.distill.attention import SelfAttention3D, TargetCrossAttention, gather_at_indices
+from add3d.distill.config import DistillConfig, TeacherConfig
+from add3d.distill.position_encoding import PositionEncoding3D
+from add3d.distill.teacher import freeze, load_teacher
+from add3d.errors import Add3dError
+
+
+def _default_teacher_input(depth_scale: float) -> Callable[[dict], Tensor]:
+    from add3d.distill.teacher_input import make_teacher_input
+
+    return lambda batch: make_teacher_input(batch, depth_scale=depth_scale)
+
+
+class DistillationModule(nn.Module):
+    """Student + frozen teacher + ADD adapters; ``forward(batch) -> (loss, logs)``.
+
+    ``teacher_input`` maps a batch to the teacher's B x 5 x H x W input; by default
+    :func:`add3d.distill.teacher_input.make_teacher_input` with ``depth_scale``.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        cfg: DistillConfig | None = None,
+        depth_scale: float = 80.0,
+        teacher_input: Callable[[dict], Tensor] | None = None,
+    ):
+        super().__init__()
+        cfg = cfg or DistillConfig()
+        cfg.validate()
+        self.cfg = cfg
+        self.detector = student
+        self.teacher = freeze(teacher)
+        self.teacher_input = teacher_input or _default_teacher_input(depth_scale)
+        student_channels = int(student.feature_channels)
+        teacher_channels = int(teacher.feature_channels)
+
+        uses_tokens = cfg.object_distillation or (cfg.feature_distillation and cfg.self_attention)
+        self.position_encoding = (
+            PositionEncoding3D(student_channels, cfg.depth_bins, cfg.depth_min, cfg.depth_max, cfg.position_range)
+            if cfg.position_encoding and uses_tokens
+            else None
+        )
+        self.self_attention = (
+            SelfAttention3D(student_channels, cfg.num_heads, cfg.ffn_channels, cfg.pool, cfg.dropout)
+            if cfg.self_attention and uses_tokens
+            else None
+        )
+        self.feature_adapter = nn.Conv2d(student_channels, teacher_channels, 1) if cfg.feature_distillation else None
+        if cfg.object_distillation:
+            self.cross_attention = TargetCrossAttention(
+                student_channels, cfg.num_heads, cfg.ffn_channels, cfg.num_classes, cfg.class_embedding, cfg.dropout
+            )
+            self.object_adapter = nn.Linear(student_channels, teacher_channels)
+        else:
+            self.cross_attention = None
+            self.object_adapter = None
+
+    def train(self, mode: bool = True) -> "DistillationModule":
+        """Switch student and adapters; the teacher always stays in eval mode (fixed BatchNorm stats)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    # ----- pieces ---------------------------------------------------------------------------
+    def _tokens(self, features: Tensor, P2_input: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(refined stride-4 map, pooled tokens B x N x C, token 3D-PE or None)."""
+        stride = float(self.detector.stride)
+        pool = self.cfg.pool
+        pooled_h, pooled_w = -(-features.shape[-2] // pool), -(-features.shape[-1] // pool)
+        position = None
+        if self.position_encoding is not None:
+            position = self.position_encoding.for_map(P2_input, pooled_h, pooled_w, stride * pool)
+        if self.self_attention is not None:
+            refined, tokens = self.self_attention(features, position)
+            return refined, tokens, position
+        pooled = F.avg_pool2d(features, pool, ceil_mode=True) if pool > 1 else features
+        return features, pooled.flatten(2).transpose(1, 2), position
+
+    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        targets = batch.get("targets")
+        if targets is None:
+            raise Add3dError("ADD distillation needs training targets in the batch")
+        if "depth" not in batch:
+            raise Add3dError("ADD distillation needs batch['depth']: configure a depth source in the data section")
+        cfg = self.cfg
+        meta = batch["meta"]
+        student_out = self.detector(batch["image"], targets, meta=meta)
+        detection_loss, logs = self.detector.loss(student_out, targets)
+        logs = {name: value.detach() for name, value in logs.items()}
+        with torch.no_grad():
+            teacher_out = self.teacher(self.teacher_input(batch), targets, meta=meta)
+
+        student_features = student_out["features"]
+        teacher_features = teacher_out["features"].detach()
+        P2_input = meta["P2_input"].to(student_features.device)
+        indices = targets["indices"]
+        object_mask = targets["mask_2d"]
+        total = detection_loss
+
+        needs_tokens = self.cross_attention is not None or (self.feature_adapter is not None and self.self_attention is not None)
+        refined, tokens, token_position = (
+            self._tokens(student_features, P2_input) if needs_tokens else (student_features, None, None)
+        )
+
+        if self.feature_adapter is not None:
+            mask = losses.foreground_mask(targets["heatmap"], cfg.background_weight)
+            feature_term = losses.feature_loss(self.feature_adapter(refined), teacher_features, mask)
+            total = total + cfg.feature_weight * feature_term
+            logs["distill_feature"] = feature_term.detach()
+
+        if self.cross_attention is not None:
+            object_position = None
+            if self.position_encoding is not None:
+                width = student_features.shape[-1]
+                object_position = self.position_encoding.for_indices(P2_input, indices, width, float(self.detector.stride))
+            queries = gather_at_indices(student_features, indices)
+            adapted = self.object_adapter(
+                self.cross_attention(queries, tokens, object_position, token_position, targets.get("cls_ids"))
+            )
+            teacher_objects = gather_at_indices(teacher_features, indices)
+            object_term = losses.object_loss(adapted, teacher_objects, object_mask, cfg.object_loss)
+            total = total + cfg.object_weight * object_term
+            logs["distill_object"] = object_term.detach()
+
+        if cfg.response_distillation:
+            heatmap_term = losses.heatmap_response_loss(student_out["heatmap"], teacher_out["heatmap"], targets["heatmap"])
+            with torch.no_grad():
+                teacher_responses = self.teacher.response_outputs(teacher_out, targets)
+            student_responses = self.detector.response_outputs(student_out, targets)
+            regression_term, parts = losses.regression_response_loss(student_responses, teacher_responses, object_mask)
+            total = total + cfg.response_heatmap_weight * heatmap_term + cfg.response_regression_weight * regression_term
+            logs["distill_response_heatmap"] = heatmap_term.detach()
+            logs["distill_response_regression"] = regression_term.detach()
+            for name, value in parts.items():
+                logs[f"distill_response_{name}"] = value.detach()
+
+        logs["detection"] = detection_loss.detach()
+        logs["loss"] = total.detach()
+        return total, logs
+
+
+def _as_dataclass(value: Any, kind: type) -> Any:
+    """Accept the dataclass itself, an OmegaConf node, a dict or None."""
+    if value is None:
+        return kind()
+    if isinstance(value, kind):
+        return value
+    try:
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(value, DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise Add3dError(f"unknown {kind.__name__} options: {unknown}")
+    return kind(**dict(value))
+
+
+def build_distillation_module(model_cfg: Any, distill_cfg: Any = None, teacher_cfg: Any = None) -> DistillationModule:
+    """Student from ``model_cfg`` (the baseline's model section), teacher from ``teacher.checkpoint``.
+
+    The teacher is the same detector with 5 input channels; its checkpoint is read with
+    ``weights_only=True`` and must load strictly.
+    """
+    from add3d.models import build_detector
+
+    distill_cfg = _as_dataclass(distill_cfg, DistillConfig)
+    teacher_cfg = _as_dataclass(teacher_cfg, TeacherConfig)
+    if not teacher_cfg.checkpoint:
+        raise Add3dError("ADD needs a trained teacher: pass teacher.checkpoint=PATH (a teacher run's checkpoint)")
+    student = build_detector(model_cfg)
+    teacher = load_teacher(model_cfg, teacher_cfg.checkpoint)
+    return DistillationModule(student, teacher, distill_cfg, depth_scale=teacher_cfg.depth_scale)

@@ -1,0 +1,310 @@
+"""ADD distillation: zero inference cost, frozen teacher, TCA shape/leakage, zero losses, 0 objects."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from add3d.distill import losses
+from add3d.distill.attention import TargetCrossAttention, gather_at_indices
+from add3d.distill.config import DistillConfig
+from add3d.distill.teacher import init_teacher_from_rgb, widen_input_state
+from add3d.distill.wrapper import DistillationModule
+from add3d.errors import Add3dError
+
+B, H, W, M, C = 2, 32, 64, 6, 3  # batch, input size, object slots, classes
+h, w = H // 4, W // 4
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+class TinyDetector(nn.Module):
+    """The smallest model honouring the MonoDetector contract of docs/DESIGN.md (stride 4)."""
+
+    stride = 4
+
+    def __init__(self, in_channels: int = 3, feature_channels: int = 16):
+        super().__init__()
+        self.feature_channels = feature_channels
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, feature_channels, 3, stride=2, padding=1), nn.BatchNorm2d(feature_channels), nn.ReLU(),
+        )
+        self.heatmap = nn.Conv2d(feature_channels, C, 1)
+        self.depth = nn.Conv2d(feature_channels, 2, 1)
+        self.size_3d = nn.Conv2d(feature_channels, 3, 1)
+
+    def forward(self, image, targets=None, meta=None):
+        features = self.body(image)
+        return {"features": features, "heatmap": self.heatmap(features), "depth": self.depth(features), "size_3d": self.size_3d(features)}
+
+    def response_outputs(self, outputs, targets):
+        return {name: gather_at_indices(outputs[name], targets["indices"]) for name in ("depth", "size_3d")}
+
+    def loss(self, outputs, targets):
+        heat = F.binary_cross_entropy_with_logits(outputs["heatmap"], targets["heatmap"])
+        mask = targets["mask_2d"]
+        depth = gather_at_indices(outputs["depth"], targets["indices"])[..., :1]
+        depth_loss = ((depth - targets["depth"]).abs().squeeze(-1) * mask).sum() / mask.sum().clamp(min=1)
+        return heat + depth_loss, {"heatmap": heat.detach(), "depth": depth_loss.detach()}
+
+
+def make_batch(num_objects: int = 3, seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    heatmap = torch.zeros(B, C, h, w)
+    indices = torch.zeros(B, M, dtype=torch.long)
+    mask = torch.zeros(B, M)
+    cls_ids = torch.zeros(B, M, dtype=torch.long)
+    for b in range(B):
+        for k in range(num_objects):
+            y = int(torch.randint(0, h, (1,), generator=generator))
+            x = int(torch.randint(0, w, (1,), generator=generator))
+            indices[b, k] = y * w + x
+            mask[b, k] = 1
+            cls_ids[b, k] = k % C
+            yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            gauss = torch.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 2.0)
+            heatmap[b, k % C] = torch.maximum(heatmap[b, k % C], gauss)
+    P2 = torch.tensor([[180.0, 0.0, 32.0, 11.0], [0.0, 180.0, 14.0, 0.05], [0.0, 0.0, 1.0, 0.003]]).expand(B, 3, 4).clone()
+    depth = torch.rand(B, 1, H, W, generator=generator) * 50
+    valid = (torch.rand(B, 1, H, W, generator=generator) > 0.5).float()
+    return {
+        "image": torch.randn(B, 3, H, W, generator=generator),
+        "depth": depth * valid,
+        "depth_valid": valid,
+        "targets": {
+            "heatmap": heatmap,
+            "indices": indices,
+            "mask_2d": mask,
+            "mask_3d": mask.clone(),
+            "cls_ids": cls_ids,
+            "depth": torch.rand(B, M, 1, generator=generator) * 40 + 5,
+        },
+        "meta": {"P2": P2.clone(), "P2_input": P2},
+    }
+
+
+def teacher_input(batch):
+    return torch.cat([batch["image"], batch["depth"] / 80.0, batch["depth_valid"]], dim=1)
+
+
+def make_module(cfg: DistillConfig | None = None, seed: int = 0) -> DistillationModule:
+    torch.manual_seed(seed)
+    student = TinyDetector(3)
+    teacher = TinyDetector(5)
+    return DistillationModule(student, teacher, cfg or DistillConfig(depth_bins=8, ffn_channels=32, pool=2), teacher_input=teacher_input)
+
+
+def flops(model: nn.Module, image: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as counter:
+        model(image)
+    return counter.get_total_flops()
+
+
+# ----- zero inference cost ------------------------------------------------------------------------
+def test_student_is_exactly_the_baseline_detector():
+    module = make_module()
+    baseline = TinyDetector(3)
+    student_state = module.detector.state_dict()
+    assert list(student_state) == list(baseline.state_dict())
+    baseline.load_state_dict(student_state, strict=True)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(module.detector) == count(baseline)
+    image = make_batch()["image"]
+    assert flops(module.detector.eval(), image) == flops(baseline.eval(), image) > 0
+    # Every adapter lives outside the detector: nothing of ADD leaks into the saved model.
+    adapter_names = [n for n, _ in module.named_parameters() if not n.startswith(("detector.", "teacher."))]
+    assert adapter_names and all(not n.startswith("detector.") for n in adapter_names)
+    assert sum(p.numel() for n, p in module.named_parameters() if n.startswith("detector.")) == count(baseline)
+
+
+# ----- frozen teacher ------------------------------------------------------------------------------
+def test_teacher_frozen_and_unchanged_after_a_step():
+    module = make_module()
+    module.train()
+    assert not module.teacher.training and module.detector.training
+    assert all(not p.requires_grad for p in module.teacher.parameters())
+    teacher_before = copy.deepcopy(module.teacher.state_dict())  # incl. BatchNorm running stats
+    student_before = copy.deepcopy(module.detector.state_dict())
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2, weight_decay=1e-5)
+    loss, logs = module(make_batch())
+    loss.backward()
+    assert all(p.grad is None for p in module.teacher.parameters())
+    assert module.self_attention.attention.in_proj_weight.grad.abs().sum() > 0
+    assert module.cross_attention.attention.in_proj_weight.grad.abs().sum() > 0
+    assert module.position_encoding.mlp[0].weight.grad.abs().sum() > 0
+    optimizer.step()
+    for name, value in module.teacher.state_dict().items():
+        assert torch.equal(value, teacher_before[name]), name
+    assert any(not torch.equal(v, student_before[k]) for k, v in module.detector.state_dict().items())
+    for key in ("distill_feature", "distill_object", "distill_response_heatmap", "distill_response_regression", "detection", "loss"):
+        assert torch.isfinite(logs[key]) and logs[key].dim() == 0
+    expected = logs["detection"] + logs["distill_feature"] + logs["distill_object"] + logs["distill_response_heatmap"] + logs["distill_response_regression"]
+    assert torch.allclose(logs["loss"], expected)
+
+
+def test_loss_weights_scale_the_terms():
+    batch = make_batch()
+    cfg = DistillConfig(depth_bins=8, ffn_channels=32, pool=2, feature_weight=3.0, object_weight=0.5, response_heatmap_weight=2.0, response_regression_weight=0.0)
+    module = make_module(cfg).eval()
+    loss, logs = module(batch)
+    expected = logs["detection"] + 3.0 * logs["distill_feature"] + 0.5 * logs["distill_object"] + 2.0 * logs["distill_response_heatmap"]
+    assert torch.allclose(loss, expected)
+
+
+# ----- TCA -------------------------------------------------------------------------------------------
+def test_cross_attention_one_output_per_object_and_no_teacher_in_keys_values():
+    module = make_module().eval()
+    batch = make_batch(num_objects=4)
+    captured = []
+    module.cross_attention.register_forward_hook(lambda mod, args, out: captured.append((args, out)))
+    module(batch)
+    (queries, tokens, *_), output = captured[0]
+    assert output.shape == (B, M, module.detector.feature_channels)
+    assert queries.shape == (B, M, module.detector.feature_channels)
+    # Keys/values are the student's pooled 3D-SA tokens: recompute them without any teacher.
+    features = module.detector(batch["image"])["features"]
+    _, student_tokens, _ = module._tokens(features, batch["meta"]["P2_input"])
+    assert torch.allclose(tokens, student_tokens, atol=1e-6)
+    # Changing the teacher completely leaves the TCA output untouched.
+    with torch.no_grad():
+        for p in module.teacher.parameters():
+            p.add_(torch.randn_like(p))
+    module(batch)
+    assert torch.allclose(captured[1][1], output, atol=1e-6)
+    # Each output depends on its own query: change one object's feature, only that row changes.
+    tca = TargetCrossAttention(16, num_heads=4, ffn_channels=32).eval()
+    q = torch.randn(1, 5, 16)
+    kv = torch.randn(1, 7, 16)
+    base = tca(q, kv)
+    q2 = q.clone()
+    q2[0, 2] += 1.0
+    moved = tca(q2, kv)
+    changed = (moved - base).abs().sum(-1)[0]
+    assert changed[2] > 0 and torch.all(changed[[0, 1, 3, 4]] == 0)
+
+
+# ----- losses ----------------------------------------------------------------------------------------
+def test_losses_are_zero_when_student_equals_teacher():
+    torch.manual_seed(0)
+    features = torch.randn(B, 16, h, w)
+    batch = make_batch()
+    mask = losses.foreground_mask(batch["targets"]["heatmap"], 0.1)
+    assert losses.feature_loss(features, features.clone(), mask).item() == 0.0
+    objects = torch.randn(B, M, 16)
+    for kind in ("mse", "cosine"):
+        assert losses.object_loss(objects, objects.clone(), batch["targets"]["mask_2d"], kind).abs().item() < 1e-6
+    logits = torch.randn(B, C, h, w)
+    assert losses.heatmap_response_loss(logits, logits.clone(), batch["targets"]["heatmap"]).item() == 0.0
+    responses = {"depth": torch.randn(B, M, 2), "size_3d": torch.randn(B, M, 3)}
+    total, parts = losses.regression_response_loss(responses, {k: v.clone() for k, v in responses.items()}, batch["targets"]["mask_2d"])
+    assert total.item() == 0.0 and set(parts) == {"depth", "size_3d"}
+    # ... and positive, with the right value, when they differ.
+    assert losses.feature_loss(features + 1.0, features, mask).item() == pytest.approx(1.0)
+    assert losses.object_loss(objects + 2.0, objects, batch["targets"]["mask_2d"]).item() == pytest.approx(4.0)
+    shifted = {k: v + 0.5 for k, v in responses.items()}
+    total, _ = losses.regression_response_loss(shifted, responses, batch["targets"]["mask_2d"])
+    assert total.item() == pytest.approx(1.0)
+    # Background weight: the feature loss only sees foreground when it is 0.
+    fg_only = losses.foreground_mask(batch["targets"]["heatmap"], 0.0)
+    far = features.clone()
+    far[fg_only.expand_as(far) == 0] += 100.0
+    assert losses.feature_loss(far, features, fg_only).item() == pytest.approx(0.0, abs=1e-8)
+
+
+def test_response_losses_vanish_for_a_teacher_initialised_from_the_student():
+    """Zero-initialised extra input channels: the teacher starts as the student, so L_resp = 0."""
+    module = make_module()
+    init_teacher_from_rgb(module.teacher, module.detector.state_dict())
+    first_conv = module.teacher.body[0].weight
+    assert torch.equal(first_conv[:, :3], module.detector.body[0].weight) and torch.all(first_conv[:, 3:] == 0)
+    module.eval()
+    _, logs = module(make_batch())
+    assert logs["distill_response_heatmap"].item() < 1e-10
+    assert logs["distill_response_regression"].item() < 1e-6
+
+
+def test_widen_input_state_rejects_mismatches():
+    teacher = TinyDetector(5).state_dict()
+    with pytest.raises(Add3dError, match="lack"):
+        widen_input_state(teacher, {})
+    other = TinyDetector(3, feature_channels=8).state_dict()
+    with pytest.raises(Add3dError, match="cannot initialise"):
+        widen_input_state(teacher, other)
+
+
+# ----- 0 objects ---------------------------------------------------------------------------------------
+def test_batch_without_objects():
+    module = make_module().train()
+    batch = make_batch(num_objects=0)
+    loss, logs = module(batch)
+    assert torch.isfinite(loss)
+    assert logs["distill_object"].item() == 0.0
+    assert logs["distill_response_heatmap"].item() == 0.0
+    assert logs["distill_response_regression"].item() == 0.0
+    assert logs["distill_feature"].item() > 0  # background weight keeps the feature term alive
+    loss.backward()
+    for name, p in module.named_parameters():
+        if p.grad is not None:
+            assert torch.isfinite(p.grad).all(), name
+
+
+# ----- ablation switches ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "switch, absent_log, absent_module",
+    [
+        ("feature_distillation", "distill_feature", "feature_adapter"),
+        ("object_distillation", "distill_object", "cross_attention"),
+        ("response_distillation", "distill_response_heatmap", None),
+        ("self_attention", None, "self_attention"),
+        ("position_encoding", None, "position_encoding"),
+    ],
+)
+def test_each_component_switches_off(switch, absent_log, absent_module):
+    cfg = DistillConfig(depth_bins=8, ffn_channels=32, pool=2, **{switch: False})
+    module = make_module(cfg).train()
+    loss, logs = module(make_batch())
+    loss.backward()
+    assert torch.isfinite(loss)
+    if absent_log:
+        assert absent_log not in logs
+    if absent_module:
+        assert getattr(module, absent_module) is None
+    # Always zero inference cost.
+    assert list(module.detector.state_dict()) == list(TinyDetector(3).state_dict())
+
+
+def test_all_components_off_is_the_baseline_loss():
+    cfg = DistillConfig(feature_distillation=False, object_distillation=False, response_distillation=False)
+    module = make_module(cfg).eval()
+    batch = make_batch()
+    loss, logs = module(batch)
+    expected, _ = module.detector.loss(module.detector(batch["image"]), batch["targets"])
+    assert torch.allclose(loss, expected)
+    assert [n for n, _ in module.named_parameters() if not n.startswith(("detector.", "teacher."))] == []
+
+
+def test_config_validation_and_missing_depth():
+    with pytest.raises(Add3dError, match="object_loss"):
+        DistillConfig(object_loss="l2").validate()
+    with pytest.raises(Add3dError, match="position_range"):
+        DistillConfig(position_range=[0, 0, 0, 1, 1]).validate()
+    module = make_module()
+    batch = make_batch()
+    del batch["depth"]
+    with pytest.raises(Add3dError, match="depth"):
+        module(batch)
+
+
+def test_same_seed_same_numbers():
+    loss_a, _ = make_module(seed=3).train()(make_batch(seed=1))
+    loss_b, _ = make_module(seed=3).train()(make_batch(seed=1))
+    assert loss_a.item() == loss_b.item()
