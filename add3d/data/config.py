@@ -1,0 +1,68 @@
+"""The ``data`` section of a config: where frames come from and how they become network inputs.
+
+Defaults are MonoDLE's published KITTI recipe (xinzhuma/monodle ``kitti_dataset.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from add3d.errors import Add3dError
+
+DEPTH_SOURCES = ("lidar", "object", "dense")
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/kitti"  # KITTI layout: training/{image_2,calib,label_2,velodyne}, ImageSets/
+    train_split: str = "train"  # name in ROOT/ImageSets/ or a path to an ids file
+    val_split: str = "val"
+    test_split: str = "test"
+    input_size: list[int] = field(default_factory=lambda: [384, 1280])  # (height, width), multiples of 4
+    classes: list[str] = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
+    # Heatmap-only classes, mapped onto a detected class (MonoDLE's class_merging: Van/Truck -> Car).
+    heatmap_only: dict[str, str] = field(default_factory=dict)
+    # Objects used for training: rect depth in [min_depth, max_depth] metres, and (MonoDLE) only those
+    # of a known KITTI difficulty (2D height >= 25 px, truncation <= 0.5, occlusion <= 2).
+    min_depth: float = 2.0
+    max_depth: float = 65.0
+    skip_unknown_difficulty: bool = True
+    max_objects: int = 50
+    keep_outside_centres: bool = False  # MonoFlex-style: keep objects whose 3D centre leaves the image
+    # Augmentation (training split only).
+    random_flip: float = 0.5
+    random_crop: float = 0.5
+    crop_scale: float = 0.4
+    crop_shift: float = 0.1
+    mask_3d_on_crop: bool = True  # MonoDLE: no 3D losses on crop-augmented samples
+    scale_depth_on_crop: bool = True  # depth target (and depth map) times the crop scale
+    # Per-pixel depth for teachers / distillation: null | lidar | object | dense (dense: 16-bit PNGs in
+    # ROOT/training/<depth_dir>/, e.g. made by `add3d make-depth`; lidar/object are computed on the fly).
+    depth_source: str | None = None
+    depth_dir: str | None = None
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return int(self.input_size[0]), int(self.input_size[1])
+
+    def validate(self) -> None:
+        if len(self.input_size) != 2 or any(int(v) <= 0 or int(v) % 4 for v in self.input_size):
+            raise Add3dError(f"data.input_size must be [height, width], positive multiples of 4; got {list(self.input_size)}")
+        if not self.classes:
+            raise Add3dError("data.classes must name at least one class")
+        for name, target in self.heatmap_only.items():
+            if target not in self.classes:
+                raise Add3dError(f"data.heatmap_only maps '{name}' to '{target}', which is not in data.classes")
+        if not 0 <= self.min_depth < self.max_depth:
+            raise Add3dError(f"data: need 0 <= min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        for name in ("random_flip", "random_crop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise Add3dError(f"data.{name} is a probability in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.crop_scale < 1.0 or self.crop_shift < 0:
+            raise Add3dError("data.crop_scale must be in [0, 1) and data.crop_shift >= 0")
+        if self.max_objects < 1:
+            raise Add3dError(f"data.max_objects must be >= 1, got {self.max_objects}")
+        if self.depth_source is not None and self.depth_source not in DEPTH_SOURCES:
+            raise Add3dError(f"data.depth_source must be null or one of {', '.join(DEPTH_SOURCES)}; got '{self.depth_source}'")
+        if self.depth_source == "dense" and not self.depth_dir:
+            raise Add3dError("data.depth_source 'dense' needs data.depth_dir (a folder of 16-bit depth PNGs)")

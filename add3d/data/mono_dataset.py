@@ -1,0 +1,205 @@
+"""The torch side of the data: raw KITTI frames -> augmented, normalised tensors + targets + meta.
+
+Randomness is a pure function of (seed, epoch, sample index): every sample draws its augmentation
+from its own generator. So the data a model sees does not depend on the number of loader workers,
+on the number of processes (DDP) or on where a run was interrupted and resumed -- which is what makes
+resumed and multi-process runs reproduce single-process runs exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from add3d.data.config import DataConfig
+from add3d.data.dataset import KittiDataset
+from add3d.data.kitti import Object3D
+from add3d.data.targets import TargetOptions, build_targets
+from add3d.data.transforms import AugmentationParams, augment_frame, sample_augmentation
+from add3d.errors import Add3dError
+from add3d.geometry.calib import Calibration
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def has_known_difficulty(obj: Object3D) -> bool:
+    """KITTI's "hard" limits (MonoDLE skips objects of unknown difficulty when training)."""
+    return obj.height_2d + 1 >= 25 and obj.truncation <= 0.5 and obj.occlusion <= 2
+
+
+def select_objects(objects: list[Object3D], cfg: DataConfig) -> list[Object3D]:
+    """The labelled objects that become training targets (class, depth range, difficulty)."""
+    wanted = set(cfg.classes) | set(cfg.heatmap_only)
+    return [
+        o
+        for o in objects
+        if o.cls_type in wanted
+        and cfg.min_depth <= o.location[2] <= cfg.max_depth
+        and (not cfg.skip_unknown_difficulty or has_known_difficulty(o))
+    ]
+
+
+def target_options(cfg: DataConfig, stride: int = 4) -> TargetOptions:
+    return TargetOptions(
+        classes=tuple(cfg.classes),
+        heatmap_only=dict(cfg.heatmap_only),
+        stride=stride,
+        max_objects=cfg.max_objects,
+        keep_outside_centres=cfg.keep_outside_centres,
+    )
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The augmentation generator of one sample in one epoch."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
+
+
+def normalize_image(image: np.ndarray) -> torch.Tensor:
+    """(H,W,3) uint8 RGB -> (3,H,W) float32 ImageNet-normalised."""
+    return torch.from_numpy(((image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy())
+
+
+def encode_sample(
+    frame_id: str,
+    image: np.ndarray,
+    calib: Calibration,
+    cfg: DataConfig,
+    params: AugmentationParams = AugmentationParams(),
+    objects: list[Object3D] | None = None,
+    depth: np.ndarray | None = None,
+    stride: int = 4,
+) -> dict:
+    """One network-input sample (see docs/DESIGN.md). ``objects=None`` means no targets (test/predict)."""
+    height, width = cfg.input_hw
+    maps = {} if depth is None else {"depth": depth.astype(np.float32)}
+    chosen = select_objects(objects, cfg) if objects is not None else []
+    warped = augment_frame(image, calib, chosen, (width, height), params, maps)
+    depth_factor = params.crop_scale if (params.crop and cfg.scale_depth_on_crop) else 1.0
+    sample: dict = {"image": normalize_image(warped.image)}
+    if depth is not None:
+        input_depth = warped.maps["depth"] * np.float32(depth_factor)
+        sample["depth"] = torch.from_numpy(input_depth[None].copy())
+        sample["depth_valid"] = torch.from_numpy((input_depth[None] > 0).astype(np.float32))
+    if objects is not None:
+        targets = build_targets(
+            warped.objects,
+            warped.calib.P2,
+            (height, width),
+            target_options(cfg, stride),
+            depth_factor=depth_factor,
+            enable_3d=not (params.crop and cfg.mask_3d_on_crop),
+        )
+        sample["targets"] = {key: torch.from_numpy(value) for key, value in targets.items()}
+    sample["meta"] = {
+        "frame_id": frame_id,
+        "P2": torch.from_numpy(calib.P2.astype(np.float32)),
+        "P2_input": torch.from_numpy(warped.calib.P2.astype(np.float32)),
+        "input_to_original": torch.from_numpy(warped.input_to_original.astype(np.float32)),
+        "original_size": torch.tensor([image.shape[1], image.shape[0]], dtype=torch.float32),
+        "flipped": torch.tensor(int(params.flip)),
+        "cropped": torch.tensor(int(params.crop)),
+    }
+    return sample
+
+
+class MonoDataset(torch.utils.data.Dataset):
+    """KITTI frames as network inputs. ``augment`` turns on MonoDLE's flip/crop (training split)."""
+
+    def __init__(self, frames: KittiDataset, cfg: DataConfig, augment: bool = False, seed: int = 0, stride: int = 4):
+        cfg.validate()
+        self.frames = frames
+        self.cfg = cfg
+        self.augment = augment
+        self.seed = seed
+        self.stride = stride
+        self.epoch = 0
+        if cfg.depth_source == "object" and not frames.load_labels:
+            raise Add3dError(f"data.depth_source 'object' needs labels, which split '{frames.subset_dir}' lacks")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose augmentation draws are used (call before creating the loader iterator)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.frames.ids
+
+    def ground_truth(self, index: int) -> list[Object3D]:
+        """The frame's full label (all classes, DontCare included), as the evaluator wants it."""
+        return self.frames.read_objects(index)
+
+    def depth_map(self, frame) -> np.ndarray | None:
+        from add3d.data.depth_maps import lidar_depth_map, object_depth_map
+
+        size = (frame.image.shape[1], frame.image.shape[0])
+        if self.cfg.depth_source == "dense":
+            return frame.depth
+        if self.cfg.depth_source == "lidar":
+            return lidar_depth_map(frame.lidar, frame.calib, size)
+        if self.cfg.depth_source == "object":
+            return object_depth_map(frame.objects, frame.calib, size)
+        return None
+
+    def __getitem__(self, index: int) -> dict:
+        frame = self.frames[index]
+        params = AugmentationParams()
+        if self.augment:
+            params = sample_augmentation(
+                sample_generator(self.seed, self.epoch, index),
+                (frame.image.shape[1], frame.image.shape[0]),
+                self.cfg.random_flip,
+                self.cfg.random_crop,
+                self.cfg.crop_scale,
+                self.cfg.crop_shift,
+            )
+        return encode_sample(
+            frame.frame_id,
+            frame.image,
+            frame.calib,
+            self.cfg,
+            params,
+            objects=frame.objects if self.frames.load_labels else None,
+            depth=self.depth_map(frame),
+            stride=self.stride,
+        )
+
+
+def build_mono_dataset(cfg: DataConfig, split: str, augment: bool = False, seed: int = 0) -> MonoDataset:
+    """The dataset of ``split`` (a name in ROOT/ImageSets/ or a path) with the configured depth source."""
+    cfg.validate()
+    frames = KittiDataset(
+        cfg.root,
+        split,
+        load_lidar=cfg.depth_source == "lidar",
+        depth_dir=cfg.depth_dir if cfg.depth_source == "dense" else None,
+    )
+    return MonoDataset(frames, cfg, augment=augment, seed=seed)
+
+
+def collate_batch(samples: list[dict]) -> dict:
+    """Stack samples into the batch of docs/DESIGN.md (``meta["frame_id"]`` stays a list)."""
+    batch: dict = {"image": torch.stack([s["image"] for s in samples])}
+    for key in ("depth", "depth_valid"):
+        if key in samples[0]:
+            batch[key] = torch.stack([s[key] for s in samples])
+    if "targets" in samples[0]:
+        batch["targets"] = {key: torch.stack([s["targets"][key] for s in samples]) for key in samples[0]["targets"]}
+    meta = {"frame_id": [s["meta"]["frame_id"] for s in samples]}
+    for key in samples[0]["meta"]:
+        if key != "frame_id":
+            meta[key] = torch.stack([s["meta"][key] for s in samples])
+    batch["meta"] = meta
+    return batch
+
+
+def batch_to_device(batch: dict, device: torch.device) -> dict:
+    """Move every tensor of a (nested) batch to ``device``; lists stay as they are."""
+    if isinstance(batch, dict):
+        return {key: batch_to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return batch
