@@ -1,0 +1,69 @@
+"""Training checkpoints: written atomically, loaded safely (``weights_only=True``).
+
+Layout (docs/DESIGN.md): ``model`` is the deployable detector's state dict -- what ``add3d eval`` /
+``predict`` and a distillation teacher load. The rest restores a run exactly: ``optimizer``,
+``scheduler``, ``scaler`` (AMP), ``epoch`` (completed epochs), ``step_in_epoch`` (batches done in
+the current epoch, for mid-epoch checkpoints), ``global_step``, ``rng``, ``best_metric``, and
+``module_extra``: trainable state of the training module outside the detector (e.g. ADD's adapters).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from add3d.errors import Add3dError, DataFormatError
+from add3d.fileio import atomic_save
+
+REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config")
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` so that a crash (even SIGKILL) leaves either the old or the new file."""
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"checkpoint state lacks {missing}")
+    atomic_save(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A full training checkpoint (for resuming), on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise Add3dError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # zip / unpickling errors come in many types; name the file instead
+        raise DataFormatError(path, f"not a readable checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict):
+        raise DataFormatError(path, "not a training checkpoint (expected a dict)")
+    return state
+
+
+def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The detector weights of a checkpoint; a bare state dict is accepted too."""
+    state = load_checkpoint(path)
+    if isinstance(state.get("model"), dict):
+        return state["model"]
+    if state and all(isinstance(value, torch.Tensor) for value in state.values()):
+        return state
+    raise DataFormatError(path, "no 'model' state dict in this checkpoint")
+
+
+def load_detector_weights(detector: torch.nn.Module, path: str | Path) -> dict:
+    """Load a checkpoint's detector weights strictly; a mismatch names the file and the first keys."""
+    state = read_model_state(path)
+    result = detector.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise Add3dError(
+            f"{path}: weights do not match the configured model "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); "
+            "check the config's model section (name, backbone, in_channels, num_classes)"
+        )
+    return state
+
+
+def module_extra_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State of a training module that is not its detector's (ADD adapters, frozen teacher, ...)."""
+    return {key: value for key, value in module.state_dict().items() if not key.startswith("detector.")}

@@ -1,0 +1,207 @@
+"""Experiment configs: YAML files checked against typed dataclasses, plus ``key=value`` overrides.
+
+A config file holds the sections of :class:`Config`. ``_base_: other.yaml`` (a path relative to the
+file, or a list of them) makes a file start from another one, so a teacher or ADD config only
+states what differs from the baseline. Any key that is not in the schema, or a value of the wrong
+type, is an :class:`add3d.errors.Add3dError` naming the file (or command-line override) and the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from add3d.data.config import DataConfig
+from add3d.distill.config import DistillConfig, TeacherConfig
+from add3d.errors import Add3dError, DataFormatError
+from add3d.models.config import ModelConfig
+
+BASE_KEY = "_base_"
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1.25e-3
+    weight_decay: float = 1e-5
+    momentum: float = 0.9  # sgd only
+
+
+@dataclass
+class ScheduleConfig:
+    """Warm-up then step decay, in epochs (MonoDLE: 5-epoch cosine warm-up from 1e-5, x0.1 at 90/120)."""
+
+    warmup_epochs: float = 5.0
+    warmup_start_lr: float = 1e-5
+    milestones: list[int] = field(default_factory=lambda: [90, 120])
+    gamma: float = 0.1
+    # MonoDLE changes the learning rate once per epoch; per-iteration makes the warm-up smooth, which
+    # matters for short runs of few epochs.
+    per_iteration: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 140
+    batch_size: int = 16  # GLOBAL batch, split evenly over DDP processes
+    workers: int = 4  # data-loader processes per training process
+    seed: int = 444
+    amp: bool = True  # mixed precision; only ever used on CUDA
+    grad_clip: float | None = None  # max gradient L2 norm; null = no clipping
+    eval_every: int = 10  # validate every N epochs and after the last; 0 = only after the last; -1 = never
+    checkpoint_every_steps: int = 0  # also write `last` every N steps inside an epoch (0 = per epoch only)
+    out_dir: str = "runs/monodle_kitti"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    sync_batchnorm: bool = False  # DDP: synchronise BatchNorm statistics across processes
+    find_unused_parameters: bool = False  # DDP option for modules with parameters unused in some steps
+    max_bad_steps: int = 20  # abort after this many consecutive non-finite losses (each one is skipped)
+    log_every: int = 10  # TensorBoard scalars every N steps
+    score_threshold: float = 0.2  # detections kept for validation / evaluation
+    eval_overlap: str = "default"  # KITTI overlaps: default (0.7/0.5/0.5) | loose (0.5/0.25/0.25)
+    best_metric: str = "Car/3d/R40/moderate"  # CLASS/KIND/R11|R40/easy|moderate|hard, higher is better
+    init_checkpoint: str | None = None  # detector weights to start from (3-channel weights widen for teachers)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig | None = None  # present = train an ADD student against teacher.checkpoint
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise Add3dError(f"{path}: config file not found")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise DataFormatError(path, f"invalid YAML: {getattr(error, 'problem', error)}", line) from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise DataFormatError(path, f"a config must be a mapping of sections, found {type(content).__name__}")
+    return content
+
+
+def read_config_chain(path: str | Path, _seen: tuple[Path, ...] = ()) -> list[tuple[str, dict]]:
+    """The (file name, content) pairs to merge, bases first, following ``_base_`` recursively."""
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise Add3dError(f"{path}: circular {BASE_KEY} inheritance ({chain})")
+    content = _read_yaml(path)
+    bases = content.pop(BASE_KEY, None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise DataFormatError(path, f"{BASE_KEY} must be a path or a list of paths")
+    chain: list[tuple[str, dict]] = []
+    for base in bases:
+        chain += read_config_chain(path.parent / base, (*_seen, path))
+    chain.append((str(path), content))
+    return chain
+
+
+def _merge(schema, content: dict, source: str):
+    try:
+        return OmegaConf.merge(schema, content)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        message = str(error).splitlines()[0]
+        raise Add3dError(f"{source}: bad config key '{key}': {message}") from None
+
+
+def parse_override(text: str) -> dict:
+    """``a.b=value`` -> {"a": {"b": value}} with the value read as YAML (numbers, lists, null, ...)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part.isidentifier() for part in key.split(".")):
+        raise Add3dError(f"override '{text}' must look like section.key=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as error:
+        raise Add3dError(f"override '{text}': value is not valid YAML ({error})") from None
+    nested: dict = parsed
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read, merge, override and validate a config. ``path=None`` starts from the defaults."""
+    schema = OmegaConf.structured(Config)
+    if path is not None:
+        for source, content in read_config_chain(path):
+            schema = _merge(schema, content, source)
+    for text in overrides:
+        schema = _merge(schema, parse_override(text), f"command-line override '{text}'")
+    try:
+        config: Config = OmegaConf.to_object(schema)
+    except OmegaConfBaseException as error:
+        raise Add3dError(f"{path}: {str(error).splitlines()[0]}") from None
+    validate_config(config, str(path) if path is not None else "<defaults>")
+    return config
+
+
+def validate_config(config: Config, source: str = "<config>") -> None:
+    """Cross-field checks the types cannot express. Errors name the config file."""
+    try:
+        config.data.validate()
+        if hasattr(config.model, "validate"):
+            config.model.validate()
+        if config.distill is not None:
+            config.distill.validate()
+            if not config.teacher.checkpoint:
+                raise Add3dError("a distill section needs teacher.checkpoint (a trained teacher's checkpoint)")
+            if not config.data.depth_source:
+                raise Add3dError("distillation feeds the teacher depth: set data.depth_source (lidar | object | dense)")
+        if getattr(config.model, "in_channels", 3) == 5 and not config.data.depth_source:
+            raise Add3dError("model.in_channels 5 (a depth teacher) needs data.depth_source (lidar | object | dense)")
+        train = config.train
+        if train.epochs < 1 or train.batch_size < 1 or train.workers < 0:
+            raise Add3dError("train.epochs and train.batch_size must be >= 1, train.workers >= 0")
+        if train.grad_clip is not None and train.grad_clip <= 0:
+            raise Add3dError(f"train.grad_clip must be > 0 or null, got {train.grad_clip}")
+        if train.eval_overlap not in ("default", "loose"):
+            raise Add3dError(f"train.eval_overlap must be 'default' or 'loose', got '{train.eval_overlap}'")
+        parse_metric_name(train.best_metric)
+        if config.optim.name not in ("adam", "adamw", "sgd"):
+            raise Add3dError(f"optim.name must be adam, adamw or sgd, got '{config.optim.name}'")
+        if config.optim.lr <= 0:
+            raise Add3dError(f"optim.lr must be > 0, got {config.optim.lr}")
+        if sorted(config.schedule.milestones) != list(config.schedule.milestones):
+            raise Add3dError(f"schedule.milestones must be increasing, got {list(config.schedule.milestones)}")
+    except Add3dError as error:
+        raise Add3dError(f"{source}: {error}") from None
+
+
+DIFFICULTIES = ("easy", "moderate", "hard")
+
+
+def parse_metric_name(name: str) -> tuple[str, str, str, int]:
+    """``Car/3d/R40/moderate`` -> ("Car", "3d", "R40", 1)."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[1] not in ("2d", "bev", "3d", "aos") or parts[2] not in ("R11", "R40") or parts[3] not in DIFFICULTIES:
+        raise Add3dError(f"train.best_metric must look like Car/3d/R40/moderate, got '{name}'")
+    return parts[0], parts[1], parts[2], DIFFICULTIES.index(parts[3])
+
+
+def config_to_dict(config: Config) -> dict:
+    """Plain dict of a config (for checkpoints and the run folder's config.yaml)."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,335 @@
+"""The training loop shared by baselines, depth teachers and ADD students.
+
+Read top to bottom: build data, module, optimizer and schedule; restore a checkpoint if resuming;
+then for each epoch train with a progress bar, log scalars to TensorBoard, validate with the KITTI
+evaluator every ``eval_every`` epochs, and write the ``last`` / ``best`` checkpoints atomically.
+
+Reproducibility: augmentation is a function of (seed, epoch, sample), the sample order one of
+(seed, epoch), and the loader never touches the global random state; checkpoints carry the model,
+optimizer, scheduler, AMP scaler, counters and every global RNG state. So on CPU a run killed at
+any moment and resumed from its last checkpoint ends with bitwise the same weights as a run that
+was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from add3d.data.mono_dataset import MonoDataset, batch_to_device, build_mono_dataset, collate_batch
+from add3d.engine.checkpoints import (
+    load_checkpoint,
+    load_detector_weights,
+    module_extra_state,
+    read_model_state,
+    save_checkpoint,
+)
+from add3d.engine.config import Config, config_to_dict, config_to_yaml
+from add3d.engine.distributed import (
+    DistributedContext,
+    ResumableDistributedSampler,
+    all_reduce_mean,
+    all_reduce_min,
+    barrier,
+    init_distributed,
+    per_process_batch_size,
+    unwrap_model,
+    wrap_model,
+)
+from add3d.engine.inference import evaluate_predictions, flat_metrics, metric_value, predict_loader, resolve_device
+from add3d.engine.modules import DetectorModule, input_kind
+from add3d.engine.optim import build_optimizer, build_scheduler
+from add3d.engine.seed import capture_rng_state, restore_rng_state, seed_everything
+from add3d.errors import Add3dError
+from add3d.fileio import atomic_write_text
+
+LAST_CHECKPOINT = "checkpoint_last.pth"
+BEST_CHECKPOINT = "checkpoint_best.pth"
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # completed epochs
+    step_in_epoch: int = 0  # batches done in the current epoch
+    global_step: int = 0
+    best_metric: float = -math.inf
+    bad_steps: int = 0  # consecutive non-finite losses
+
+
+# ----- building blocks ------------------------------------------------------------------------------
+def build_detector_from_config(cfg: Config) -> torch.nn.Module:
+    from add3d.models import build_detector
+
+    detector = build_detector(cfg.model)
+    if cfg.train.init_checkpoint:
+        state = read_model_state(cfg.train.init_checkpoint)
+        if input_kind(cfg.model) == "rgbd" and _first_conv_channels(state) == 3:
+            from add3d.distill.teacher import init_teacher_from_rgb
+
+            init_teacher_from_rgb(detector, state)  # RGB weights, extra depth channels start at zero
+        else:
+            load_detector_weights(detector, cfg.train.init_checkpoint)
+    return detector
+
+
+def _first_conv_channels(state: dict) -> int | None:
+    for value in state.values():
+        if value.dim() == 4:
+            return int(value.shape[1])
+    return None
+
+
+def build_training_module(cfg: Config, detector: torch.nn.Module | None = None) -> torch.nn.Module:
+    """``DetectorModule`` for baselines / teachers, ADD's ``DistillationModule`` when ``cfg.distill`` is set."""
+    if cfg.distill is not None:
+        from add3d.distill.wrapper import DistillationModule, build_distillation_module
+
+        if detector is None:
+            return build_distillation_module(cfg.model, cfg.distill, cfg.teacher)
+        from add3d.distill.teacher import load_teacher
+
+        teacher = load_teacher(cfg.model, cfg.teacher.checkpoint)
+        return DistillationModule(detector, teacher, cfg.distill, depth_scale=cfg.teacher.depth_scale)
+    detector = detector if detector is not None else build_detector_from_config(cfg)
+    return DetectorModule(detector, input_kind(cfg.model), cfg.teacher.depth_scale)
+
+
+def build_loader(dataset: MonoDataset, batch_size: int, workers: int, sampler=None, seed: int = 0) -> DataLoader:
+    # A private generator: creating the iterator then never consumes the global torch RNG.
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_batch,
+        drop_last=sampler is not None,
+        pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def checkpoint_state(module, optimizer, scheduler, scaler, state: TrainState, cfg: Config) -> dict:
+    return {
+        "model": unwrap_model(module).detector.state_dict(),
+        "module_extra": module_extra_state(unwrap_model(module)),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": state.epoch,
+        "step_in_epoch": state.step_in_epoch,
+        "global_step": state.global_step,
+        "best_metric": state.best_metric,
+        "rng": capture_rng_state(),
+        "config": config_to_dict(cfg),
+    }
+
+
+def restore_checkpoint(path: str | Path, module, optimizer, scheduler, scaler) -> TrainState:
+    checkpoint = load_checkpoint(path)
+    missing = [key for key in ("model", "optimizer", "scheduler", "epoch", "rng") if key not in checkpoint]
+    if missing:
+        raise Add3dError(f"{path}: cannot resume, the checkpoint lacks {missing}")
+    module = unwrap_model(module)
+    module.detector.load_state_dict(checkpoint["model"])
+    extra = checkpoint.get("module_extra", {})
+    if extra:
+        result = module.load_state_dict({**{f"detector.{k}": v for k, v in checkpoint["model"].items()}, **extra}, strict=False)
+        if result.unexpected_keys:
+            raise Add3dError(f"{path}: the checkpoint was written by a different training module ({result.unexpected_keys[:3]})")
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    if "scaler" in checkpoint:
+        scaler.load_state_dict(checkpoint["scaler"])
+    restore_rng_state(checkpoint["rng"])
+    return TrainState(
+        epoch=int(checkpoint["epoch"]),
+        step_in_epoch=int(checkpoint.get("step_in_epoch", 0)),
+        global_step=int(checkpoint.get("global_step", 0)),
+        best_metric=float(checkpoint.get("best_metric", -math.inf)),
+    )
+
+
+def train_step(model, batch, optimizer, scaler, cfg: Config, ctx: DistributedContext, device, use_amp: bool):
+    """One optimisation step. Returns (loss, logs) averaged over processes; loss None if skipped.
+
+    A non-finite loss on ANY process skips the step on all of them (backward still runs so that
+    DDP's gradient synchronisation stays in lockstep); the caller counts and eventually aborts.
+    """
+    batch = batch_to_device(batch, device)
+    with torch.autocast(device_type=device.type, enabled=use_amp):
+        loss, logs = model(batch)
+    finite = all_reduce_min(torch.isfinite(loss.detach()).float(), ctx)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if finite.item() < 1:
+        optimizer.zero_grad(set_to_none=True)
+        return None, {}
+    if cfg.train.grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    names = sorted(logs)
+    values = torch.stack([loss.detach().float()] + [torch.as_tensor(logs[n], device=loss.device).detach().float() for n in names])
+    values = all_reduce_mean(values, ctx).tolist()
+    return values[0], dict(zip(names, values[1:]))
+
+
+def validate(detector, loader, dataset: MonoDataset, ground_truth: dict, device, cfg: Config) -> dict:
+    predictions = predict_loader(
+        detector, loader, device, input_kind(cfg.model), cfg.teacher.depth_scale, cfg.train.score_threshold,
+        description="validate",
+    )
+    return evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap)
+
+
+class JsonLog:
+    """Append-only JSON-lines log of steps and epochs (``train_log.jsonl``), rank 0 only."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def write(self, **record) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+# ----- the loop -----------------------------------------------------------------------------------
+def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Module | None = None) -> dict:
+    """Train as configured; returns ``{"best_metric", "last_metrics", "out_dir"}``.
+
+    ``detector`` replaces ``build_detector(cfg.model)`` (tests use tiny detectors).
+    """
+    device = resolve_device(cfg.train.device)
+    ctx = init_distributed(device.type)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+    seed_everything(cfg.train.seed)
+    out_dir = Path(cfg.train.out_dir)
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
+    log = JsonLog(out_dir / "train_log.jsonl" if ctx.is_main else None)
+
+    # Data: every process gets batch_size / world_size samples of the same global order.
+    batch_size = per_process_batch_size(cfg.train.batch_size, ctx)
+    train_set = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=cfg.train.seed)
+    sampler = ResumableDistributedSampler(train_set, ctx, shuffle=True, seed=cfg.train.seed, drop_last=True)
+    train_loader = build_loader(train_set, batch_size, cfg.train.workers, sampler, cfg.train.seed)
+    steps_per_epoch = len(sampler) // batch_size
+    if steps_per_epoch == 0:
+        raise Add3dError(
+            f"split '{cfg.data.train_split}' has {len(train_set)} frames, fewer than one batch of "
+            f"{cfg.train.batch_size}; lower train.batch_size"
+        )
+    validating = ctx.is_main and cfg.train.eval_every >= 0
+    if validating:
+        val_set = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False)
+        val_loader = build_loader(val_set, batch_size, cfg.train.workers)
+        ground_truth = {frame_id: val_set.ground_truth(i) for i, frame_id in enumerate(val_set.ids)}
+
+    # Model, optimizer, schedule, AMP.
+    module = build_training_module(cfg, detector).to(device)
+    optimizer = build_optimizer(module, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch)
+    use_amp = bool(cfg.train.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    state = TrainState()
+    if resume is not None:
+        state = restore_checkpoint(resume, module, optimizer, scheduler, scaler)
+        if ctx.is_main:
+            print(f"resumed from {resume}: epoch {state.epoch}, step {state.step_in_epoch} of the epoch")
+    model = wrap_model(module, ctx, device, cfg.train.sync_batchnorm, cfg.train.find_unused_parameters)
+    detector = unwrap_model(model).detector
+    writer = None
+    if ctx.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def save(name: str) -> None:
+        if ctx.is_main:
+            save_checkpoint(out_dir / name, checkpoint_state(model, optimizer, scheduler, scaler, state, cfg))
+
+    last_metrics: dict = {}
+    for epoch in range(state.epoch, cfg.train.epochs):
+        train_set.set_epoch(epoch)
+        sampler.set_epoch(epoch, start_index=state.step_in_epoch * batch_size)
+        if hasattr(detector, "on_epoch_start"):
+            detector.on_epoch_start(epoch, cfg.train.epochs)
+        model.train()
+        sums: dict[str, float] = {}
+        count, started = 0, time.time()
+        bar = tqdm(train_loader, total=steps_per_epoch, initial=state.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                   disable=not ctx.is_main, dynamic_ncols=True)
+        for batch in bar:
+            loss, logs = train_step(model, batch, optimizer, scaler, cfg, ctx, device, use_amp)
+            state.step_in_epoch += 1
+            state.global_step += 1
+            if loss is None:
+                state.bad_steps += 1
+                warnings.warn(f"non-finite loss at step {state.global_step}: step skipped ({state.bad_steps} in a row)")
+                if state.bad_steps >= cfg.train.max_bad_steps:
+                    raise Add3dError(
+                        f"{state.bad_steps} consecutive non-finite losses (last at epoch {epoch + 1}, step "
+                        f"{state.global_step}); lower optim.lr or set train.grad_clip"
+                    )
+            else:
+                state.bad_steps = 0
+                count += 1
+                for name, value in {"loss": loss, **logs}.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                lr = optimizer.param_groups[0]["lr"]
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+                log.write(kind="step", epoch=epoch, step=state.global_step, loss=loss, lr=lr, **logs)
+                if writer is not None and state.global_step % max(1, cfg.train.log_every) == 0:
+                    writer.add_scalar("train/loss", loss, state.global_step)
+                    writer.add_scalar("train/lr", lr, state.global_step)
+                    for name, value in logs.items():
+                        writer.add_scalar(f"train/{name}", value, state.global_step)
+            scheduler.step()
+            every = cfg.train.checkpoint_every_steps
+            if every and state.global_step % every == 0 and state.step_in_epoch < steps_per_epoch:
+                save(LAST_CHECKPOINT)
+        bar.close()
+        state.epoch, state.step_in_epoch = epoch + 1, 0
+        means = {name: value / max(count, 1) for name, value in sums.items()}
+        log.write(kind="epoch", epoch=epoch, seconds=round(time.time() - started, 2), **means)
+        if writer is not None:
+            for name, value in means.items():
+                writer.add_scalar(f"epoch/{name}", value, state.epoch)
+
+        final = state.epoch == cfg.train.epochs
+        if validating and (final or (cfg.train.eval_every > 0 and state.epoch % cfg.train.eval_every == 0)):
+            results = validate(detector, val_loader, val_set, ground_truth, device, cfg)
+            last_metrics = flat_metrics(results)
+            value = metric_value(results, cfg.train.best_metric)
+            log.write(kind="val", epoch=epoch, metric=cfg.train.best_metric, value=value, metrics=last_metrics)
+            if writer is not None:
+                for name, number in last_metrics.items():
+                    if "/R40/" in name:
+                        writer.add_scalar(f"val/{name}", number, state.epoch)
+            print(f"epoch {state.epoch}: {cfg.train.best_metric} = {value:.2f}")
+            if value > state.best_metric:
+                state.best_metric = value
+                save(BEST_CHECKPOINT)
+        save(LAST_CHECKPOINT)
+        barrier(ctx)
+
+    if writer is not None:
+        writer.close()
+    summary = {"out_dir": str(out_dir), "best_metric": state.best_metric, "best_metric_name": cfg.train.best_metric,
+               "last_metrics": last_metrics, "epochs": state.epoch, "steps": state.global_step}
+    if ctx.is_main:
+        atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2, default=float))
+    return summary
