@@ -1,0 +1,89 @@
+"""Configuration of the detectors (the ``model`` config section).
+
+A plain dataclass so that OmegaConf can build a typed config from it
+(``OmegaConf.structured(ModelConfig)``) and YAML files can override any field. Fields shared by the
+three detectors come first; detector-specific options go in the marked section at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from add3d.errors import Add3dError
+
+# Mean (h, w, l) in metres of the KITTI training labels, as used by MonoDLE/GUPNet for size residuals.
+KITTI_MEAN_SIZE = {
+    "Car": [1.52563191, 1.62856739, 3.52588311],
+    "Pedestrian": [1.76255119, 0.66068622, 0.84422524],
+    "Cyclist": [1.73698127, 0.59706367, 1.76282397],
+}
+
+MONODLE_LOSS_WEIGHTS = {
+    "heatmap": 1.0,
+    "offset_2d": 1.0,
+    "size_2d": 1.0,
+    "depth": 1.0,
+    "offset_3d": 1.0,
+    "size_3d": 1.0,
+    "heading": 1.0,
+}
+
+
+@dataclass
+class ModelConfig:
+    """Which detector to build and how; the defaults are MonoDLE's published setting."""
+
+    name: str = "monodle"  # monodle | gupnet | monoflex
+    backbone: str = "dla34"  # dla34 | dla34_small | dla34_tiny (CPU) | resnet18
+    # Backbone weights: "imagenet" (public checkpoint, cached download), a URL, a local path, or null.
+    pretrained: Optional[str] = None
+    in_channels: int = 3  # 3 for students (RGB), 5 for teachers (RGB + depth + validity)
+    classes: list[str] = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
+    # Must equal len(classes); null means "len(classes)". Kept because DESIGN.md names it.
+    num_classes: Optional[int] = None
+    head_channels: int = 256  # width of each head's 3x3 conv (MonoDLE: 256; smaller for CPU demos)
+    max_objects: int = 50
+    num_heading_bins: int = 12
+    deformable_neck: bool = False  # DCNv2 in the IDA convs (MonoFlex)
+    # Per-class mean (h, w, l): size heads regress the residual from it. Missing classes -> zeros;
+    # ``{}`` reproduces MonoDLE's released config (``meanshape: False``: absolute sizes regressed).
+    mean_size: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in KITTI_MEAN_SIZE.items()})
+    # Loss weights by loss-term name (each detector reads the names it defines; MonoDLE's are above).
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict(MONODLE_LOSS_WEIGHTS))
+    # Decoding defaults (MonoDLE: top-50 peaks, heatmap score threshold 0.2).
+    top_k: int = 50
+    score_threshold: float = 0.2
+
+    # ----- detector-specific options -------------------------------------------------------------
+    # GUPNet / MonoFlex add their own fields (or a nested dataclass) below this line.
+
+    def resolved_num_classes(self) -> int:
+        if self.num_classes is not None and self.num_classes != len(self.classes):
+            raise Add3dError(
+                f"model.num_classes = {self.num_classes} but model.classes lists {len(self.classes)} "
+                f"({', '.join(self.classes)}); set num_classes to null or make them agree"
+            )
+        return len(self.classes)
+
+    def class_mean_sizes(self) -> list[list[float]]:
+        """Mean (h, w, l) per class, in class-id order (zeros for classes without an entry)."""
+        sizes = []
+        for name in self.classes:
+            size = list(self.mean_size.get(name, [0.0, 0.0, 0.0]))
+            if len(size) != 3:
+                raise Add3dError(f"model.mean_size.{name} must be 3 numbers (h, w, l), got {size}")
+            sizes.append([float(v) for v in size])
+        return sizes
+
+    def validate(self) -> None:
+        self.resolved_num_classes()
+        self.class_mean_sizes()
+        if not self.classes:
+            raise Add3dError("model.classes must name at least one class")
+        if self.in_channels < 1 or self.head_channels < 1 or self.max_objects < 1 or self.top_k < 1:
+            raise Add3dError("model.in_channels, head_channels, max_objects and top_k must be >= 1")
+        if self.num_heading_bins < 1:
+            raise Add3dError(f"model.num_heading_bins must be >= 1, got {self.num_heading_bins}")
+        if any(float(w) < 0 for w in self.loss_weights.values()):
+            raise Add3dError(f"model.loss_weights must be >= 0, got {dict(self.loss_weights)}")
