@@ -17,6 +17,10 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("make-depth", "add3d.data.depth_maps", "write teacher depth maps (LiDAR or object-wise) as 16-bit PNG"),
     ("synth", "add3d.data.synthetic", "write synthetic KITTI-format scenes (images, labels, LiDAR, dense depth)"),
     ("show-frame", "add3d.viz.show_frame", "draw a frame's labelled 3D boxes and depth into a PNG"),
+    ("train", "add3d.engine.commands.train", "train a detector, depth teacher or ADD student from a YAML config"),
+    ("eval", "add3d.engine.commands.evaluate", "predict a split with a checkpoint; write KITTI results and the metric table"),
+    ("predict", "add3d.engine.commands.predict", "3D detection on your own images (KITTI txt, optional drawings)"),
+    ("export-submission", "add3d.engine.commands.export_submission", "zip test-split predictions for the KITTI server"),
 ]
 
 

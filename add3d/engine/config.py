@@ -155,10 +155,24 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     return config
 
 
+def config_from_dict(content: dict, source: str = "<checkpoint config>", overrides: list[str] = ()) -> Config:
+    """A config from a plain dict (e.g. the ``config`` stored in a checkpoint), validated like a file."""
+    schema = _merge(OmegaConf.structured(Config), content, source)
+    for text in overrides:
+        schema = _merge(schema, parse_override(text), f"command-line override '{text}'")
+    config: Config = OmegaConf.to_object(schema)
+    validate_config(config, source)
+    return config
+
+
 def validate_config(config: Config, source: str = "<config>") -> None:
     """Cross-field checks the types cannot express. Errors name the config file."""
     try:
         config.data.validate()
+        if list(config.data.classes) != list(getattr(config.model, "classes", config.data.classes)):
+            raise Add3dError(
+                f"data.classes {list(config.data.classes)} and model.classes {list(config.model.classes)} must be the same list"
+            )
         if hasattr(config.model, "validate"):
             config.model.validate()
         if config.distill is not None:

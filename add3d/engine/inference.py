@@ -85,7 +85,8 @@ def metric_value(results: dict, name: str) -> float:
     """One number out of the evaluator's result, e.g. ``Car/3d/R40/moderate``."""
     cls, kind, recall, difficulty = parse_metric_name(name)
     try:
-        return float(results[cls][kind][recall][difficulty])
+        value = results[cls][kind][recall][difficulty]
+        return float("nan") if value is None else float(value)
     except (KeyError, IndexError, TypeError):
         raise Add3dError(f"metric '{name}' is not in the evaluation result (classes: {list(results)})") from None
 
@@ -101,5 +102,6 @@ def flat_metrics(results: dict) -> dict[str, float]:
                 continue
             for recall, values in recalls.items():
                 for difficulty, value in zip(("easy", "moderate", "hard"), values):
-                    flat[f"{cls}/{kind}/{recall}/{difficulty}"] = float(value)
+                    if value is not None:  # AOS is None when detections carry no alpha
+                        flat[f"{cls}/{kind}/{recall}/{difficulty}"] = float(value)
     return flat

@@ -1,0 +1,34 @@
+"""``add3d train CONFIG [key=value ...] [--resume [CHECKPOINT]]``.
+
+Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m add3d train CONFIG`` (train.batch_size is
+the global batch). ``--resume`` alone continues from OUT_DIR/checkpoint_last.pth.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="YAML config, e.g. configs/monodle/kitti.yaml")
+    parser.add_argument("overrides", nargs="*", help="config overrides such as train.epochs=10 optim.lr=1e-3")
+    parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
+                        help="continue a run: a checkpoint path, or nothing for the run's checkpoint_last.pth")
+
+
+def run(args: argparse.Namespace) -> int:
+    from add3d.engine.config import load_config
+    from add3d.engine.trainer import LAST_CHECKPOINT, train
+    from add3d.errors import Add3dError
+
+    cfg = load_config(args.config, args.overrides)
+    resume = args.resume
+    if resume == "last":
+        resume = Path(cfg.train.out_dir) / LAST_CHECKPOINT
+        if not resume.is_file():
+            raise Add3dError(f"--resume: no {LAST_CHECKPOINT} in {cfg.train.out_dir} to continue from")
+    summary = train(cfg, resume=resume)
+    print(f"done: {summary['epochs']} epochs, {summary['steps']} steps; best {summary['best_metric_name']} = "
+          f"{summary['best_metric']:.2f}; outputs in {summary['out_dir']}")
+    return 0
