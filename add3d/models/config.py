@@ -30,6 +30,42 @@ MONODLE_LOSS_WEIGHTS = {
 }
 
 
+# ----- GUPNet / MonoFlex options (owned by models/gupnet.py and models/monoflex.py) ----------------
+# MonoFlex's published loss weights (runs/monoflex.yaml INIT_LOSS_WEIGHT), by our term names.
+MONOFLEX_LOSS_WEIGHTS = {
+    "heatmap": 1.0,
+    "box2d": 1.0,  # GIoU of the FCOS-style 2D box
+    "depth": 1.0,  # direct depth, uncertainty-attenuated L1
+    "offset_3d": 0.5,
+    "truncated_offset_3d": 0.1,  # log(1 + L1) for objects whose 3D centre is outside the image
+    "orientation": 1.0,
+    "size_3d": 1.0,
+    "corners": 0.2,
+    "keypoints": 1.0,
+    "keypoint_depth": 0.2,
+    "ensemble_depth": 0.2,
+}
+
+
+@dataclass
+class GUPNetOptions:
+    roi_size: int = 7  # ROI-align output size of the 3D heads
+    train_rois: str = "predicted"  # predicted (GUPNet's code: predicted 2D boxes at GT centres) | gt
+    htl: bool = True  # Hierarchical Task Learning loss weights (needs the trainer's on_epoch_start)
+    htl_window: int = 5  # epochs of loss statistics HTL compares
+
+
+@dataclass
+class MonoFlexOptions:
+    edge_fusion: bool = True
+    orientation_bins: int = 4
+    depth_range: list[float] = field(default_factory=lambda: [0.1, 100.0])  # clamp of every depth estimate
+    uncertainty_range: list[float] = field(default_factory=lambda: [-10.0, 10.0])  # clamp of log-sigma
+    relaxed_keypoint_visibility: bool = True  # MonoFlex's KEYPOINT_VISIBLE_MODIFY
+    # MonoFlex reads these (not model.loss_weights, whose defaults are MonoDLE's).
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict(MONOFLEX_LOSS_WEIGHTS))
+
+
 @dataclass
 class ModelConfig:
     """Which detector to build and how; the defaults are MonoDLE's published setting."""
@@ -57,6 +93,18 @@ class ModelConfig:
 
     # ----- detector-specific options -------------------------------------------------------------
     # GUPNet / MonoFlex add their own fields (or a nested dataclass) below this line.
+    gupnet: GUPNetOptions = field(default_factory=GUPNetOptions)
+    monoflex: MonoFlexOptions = field(default_factory=MonoFlexOptions)
+
+    def __post_init__(self) -> None:
+        # ModelConfig(**plain_dict) leaves the nested option sections as dicts: type them.
+        for name, kind in (("gupnet", GUPNetOptions), ("monoflex", MonoFlexOptions)):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                unknown = sorted(set(value) - set(kind.__dataclass_fields__))
+                if unknown:
+                    raise Add3dError(f"unknown model.{name} option(s): {', '.join(unknown)}")
+                setattr(self, name, kind(**value))
 
     def resolved_num_classes(self) -> int:
         if self.num_classes is not None and self.num_classes != len(self.classes):
