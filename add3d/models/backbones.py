@@ -96,14 +96,19 @@ class Tree(nn.Module):
             self.project = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
             )
+            if depth > 1:
+                # The residual of a deeper tree is never used (its first sub-tree makes its own), as
+                # in the reference DLA; the projection exists only so that the public checkpoint
+                # loads. Frozen, so DDP needs no find_unused_parameters for it.
+                self.project.requires_grad_(False)
 
     def forward(self, x: torch.Tensor, extra_children: list[torch.Tensor] | None = None) -> torch.Tensor:
         children = [] if extra_children is None else extra_children
         bottom = self.downsample(x)
-        residual = self.project(bottom) if self.project is not None else bottom
         if self.level_root:
             children.append(bottom)
         if self.depth == 1:
+            residual = self.project(bottom) if self.project is not None else bottom
             first = self.tree1(x, residual)
             second = self.tree2(first)
             return self.root(second, first, *children)

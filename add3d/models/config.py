@@ -82,8 +82,9 @@ class ModelConfig:
     max_objects: int = 50
     num_heading_bins: int = 12
     deformable_neck: bool = False  # DCNv2 in the IDA convs (MonoFlex)
-    # Per-class mean (h, w, l): size heads regress the residual from it. Missing classes -> zeros;
-    # ``{}`` reproduces MonoDLE's released config (``meanshape: False``: absolute sizes regressed).
+    # Per-class mean (h, w, l): size heads regress the residual from it (missing classes -> zeros).
+    # use_mean_size: false regresses absolute sizes, as MonoDLE's released config (meanshape: False).
+    use_mean_size: bool = True
     mean_size: dict[str, list[float]] = field(default_factory=lambda: {k: list(v) for k, v in KITTI_MEAN_SIZE.items()})
     # Loss weights by loss-term name (each detector reads the names it defines; MonoDLE's are above).
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(MONODLE_LOSS_WEIGHTS))
@@ -115,13 +116,14 @@ class ModelConfig:
         return len(self.classes)
 
     def class_mean_sizes(self) -> list[list[float]]:
-        """Mean (h, w, l) per class, in class-id order (zeros for classes without an entry)."""
+        """Mean (h, w, l) per class, in class-id order (zeros for classes without an entry, or all
+        zeros with ``use_mean_size = False``)."""
         sizes = []
         for name in self.classes:
             size = list(self.mean_size.get(name, [0.0, 0.0, 0.0]))
             if len(size) != 3:
                 raise Add3dError(f"model.mean_size.{name} must be 3 numbers (h, w, l), got {size}")
-            sizes.append([float(v) for v in size])
+            sizes.append([float(v) if self.use_mean_size else 0.0 for v in size])
         return sizes
 
     def validate(self) -> None:

@@ -31,8 +31,9 @@ def heading_from_bin(bins, residual, num_bins: int = NUM_HEADING_BINS):
     """Inverse of :func:`encode_heading`, wrapped to (-pi, pi] as in KITTI labels."""
     bin_size = 2.0 * math.pi / num_bins
     angle = bins * bin_size + residual
-    # (angle > pi) is a bool array/tensor in both libraries; subtracting 2pi where set wraps it.
-    return angle - (angle > math.pi) * (2.0 * math.pi)
+    if isinstance(angle, torch.Tensor):
+        return torch.where(angle > math.pi, angle - 2.0 * math.pi, angle)
+    return np.where(angle > math.pi, angle - 2.0 * math.pi, angle)
 
 
 def decode_heading(heading: torch.Tensor, num_bins: int = NUM_HEADING_BINS) -> torch.Tensor:

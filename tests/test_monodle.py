@@ -1,0 +1,387 @@
+"""MonoDLE detector: shapes, losses, decoding round trip, teacher widening, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from add3d.data.kitti import Object3D, read_calib, read_label
+from add3d.errors import Add3dError
+from add3d.geometry.calib import Calibration
+from add3d.models import ModelConfig, build_detector
+from add3d.models.decode import back_project, gather_feature, top_k_peaks
+from add3d.models.heading import decode_heading, encode_heading, heading_from_bin
+from add3d.models.pretrained import load_widened_state_dict
+
+CLASSES = ["Car", "Pedestrian", "Cyclist"]
+# A KITTI-like P2 (frame 000008's intrinsics, with the usual small baseline offsets).
+KITTI_P2 = np.array(
+    [[721.5377, 0.0, 609.5593, 44.85728], [0.0, 721.5377, 172.854, 0.2163791], [0.0, 0.0, 1.0, 0.002745884]]
+)
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    return ModelConfig(backbone="dla34_tiny", head_channels=16, **overrides)
+
+
+def build(seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return build_detector(tiny_config(**overrides))
+
+
+def hand_made_targets(batch: int = 2, size=(16, 32), max_objects: int = 8, with_objects: bool = True) -> dict:
+    """Targets in the DESIGN.md layout: image 0 holds a Car and a Pedestrian, image 1 a Cyclist."""
+    h, w = size
+    t = {
+        "heatmap": torch.zeros(batch, 3, h, w),
+        "indices": torch.zeros(batch, max_objects, dtype=torch.long),
+        "mask_2d": torch.zeros(batch, max_objects),
+        "mask_3d": torch.zeros(batch, max_objects),
+        "cls_ids": torch.zeros(batch, max_objects, dtype=torch.long),
+        "offset_2d": torch.zeros(batch, max_objects, 2),
+        "size_2d": torch.zeros(batch, max_objects, 2),
+        "offset_3d": torch.zeros(batch, max_objects, 2),
+        "depth": torch.zeros(batch, max_objects, 1),
+        "size_3d": torch.zeros(batch, max_objects, 3),
+        "heading_bin": torch.zeros(batch, max_objects, dtype=torch.long),
+        "heading_res": torch.zeros(batch, max_objects),
+    }
+    if not with_objects:
+        return t
+    objects = [  # (image, slot, class, x, y, offset_2d, size_2d, offset_3d, depth, (h, w, l), alpha)
+        (0, 0, 0, 10, 5, (0.3, -0.2), (6.0, 3.0), (0.4, 0.6), 20.0, (1.5, 1.6, 3.9), 0.3),
+        (0, 1, 1, 22, 9, (-0.1, 0.4), (1.5, 4.0), (0.2, 0.1), 9.0, (1.8, 0.6, 0.9), -2.0),
+        (1, 0, 2, 5, 12, (0.0, 0.0), (3.0, 3.5), (0.7, 0.5), 14.0, (1.7, 0.6, 1.8), 1.4),
+    ]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    for b, slot, cls, x, y, off2d, size2d, off3d, depth, dims, alpha in objects:
+        gaussian = torch.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 1.0**2))
+        t["heatmap"][b, cls] = torch.maximum(t["heatmap"][b, cls], gaussian)
+        t["indices"][b, slot] = y * w + x
+        t["mask_2d"][b, slot] = t["mask_3d"][b, slot] = 1.0
+        t["cls_ids"][b, slot] = cls
+        t["offset_2d"][b, slot] = torch.tensor(off2d)
+        t["size_2d"][b, slot] = torch.tensor(size2d)
+        t["offset_3d"][b, slot] = torch.tensor(off3d)
+        t["depth"][b, slot, 0] = depth
+        t["size_3d"][b, slot] = torch.tensor(dims)
+        heading_bin, heading_res = encode_heading(alpha)
+        t["heading_bin"][b, slot] = int(heading_bin)
+        t["heading_res"][b, slot] = float(heading_res)
+    return t
+
+
+def test_output_shapes_and_parameter_count():
+    model = build()
+    image = torch.randn(2, 3, 64, 128)
+    outputs = model(image)
+    expected = {"heatmap": 3, "offset_2d": 2, "size_2d": 2, "depth": 2, "offset_3d": 2, "size_3d": 3, "heading": 24}
+    for name, channels in expected.items():
+        assert outputs[name].shape == (2, channels, 16, 32), name
+    assert outputs["features"].shape == (2, model.feature_channels, 16, 32)
+    # Heatmap starts at the focal-loss prior sigmoid(-2.19) ~ 0.1; regression heads start near zero.
+    assert torch.allclose(torch.sigmoid(outputs["heatmap"]).mean(), torch.tensor(0.1), atol=0.02)
+    assert outputs["size_3d"].abs().max() < 0.05
+
+    # Full MonoDLE = MonoDLE's CenterNet3D (20,822,974 parameters with DLA-34) minus the unused
+    # ImageNet classifier of the backbone (513,000).
+    torch.manual_seed(0)
+    full = build_detector(ModelConfig())
+    assert sum(p.numel() for p in full.parameters()) == 20_309_974
+    assert full.first_conv_key == "backbone.base_layer.0.weight"
+
+
+def test_bad_input_is_a_clear_error():
+    model = build()
+    with pytest.raises(Add3dError, match="B x 3 x H x W"):
+        model(torch.randn(1, 5, 64, 128))
+    with pytest.raises(Add3dError, match="multiples of 32"):
+        model(torch.randn(1, 3, 60, 128))
+    with pytest.raises(Add3dError, match="num_classes = 2 but model.classes lists 3"):
+        build_detector(tiny_config(num_classes=2))
+    with pytest.raises(Add3dError, match="unknown detector 'centernet'"):
+        build_detector(tiny_config(name="centernet"))
+    with pytest.raises(Add3dError, match="unknown model option"):
+        build_detector({"name": "monodle", "bakbone": "dla34"})
+
+
+def test_config_builds_from_omegaconf_and_yaml_overrides():
+    base = OmegaConf.structured(ModelConfig)
+    override = OmegaConf.create("backbone: dla34_tiny\nhead_channels: 8\nclasses: [Car]\nuse_mean_size: false\n")
+    cfg = OmegaConf.merge(base, override)
+    model = build_detector(cfg)
+    assert model.heads["heatmap"][-1].out_channels == 1
+    assert model.heads["heatmap"][0].out_channels == 8
+    assert torch.equal(model.mean_size, torch.zeros(1, 3))
+    assert "mean_size" not in model.state_dict()  # configs carry the means, not checkpoints
+
+
+def test_loss_is_finite_and_decreases_on_a_fixed_batch():
+    model = build(seed=1).train()
+    torch.manual_seed(1)
+    image = torch.randn(2, 3, 64, 128)
+    targets = hand_made_targets()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    history = []
+    for _ in range(12):
+        total, parts = model.loss(model(image), targets)
+        assert torch.isfinite(total)
+        assert set(parts) == {"heatmap", "offset_2d", "size_2d", "depth", "offset_3d", "size_3d", "heading"}
+        assert all(not p.requires_grad and torch.isfinite(p) for p in parts.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append(total.item())
+    assert history[-1] < 0.7 * history[0], history
+    # Weights are applied per term: the total equals the weighted sum of the parts.
+    weighted = build(seed=1, loss_weights={"heatmap": 2.0, "depth": 0.0})
+    total, parts = weighted.loss(weighted(image), targets)
+    expected = 2.0 * parts["heatmap"] + sum(v for k, v in parts.items() if k not in ("heatmap", "depth"))
+    assert torch.allclose(total, expected, rtol=1e-5)
+
+
+def test_individual_losses_have_the_monodle_values():
+    model = build()
+    targets = hand_made_targets()
+    h, w = 16, 32
+    # Hand-made outputs: exact 2D/3D offsets and sizes, depth logit 0 (depth = 1/(0.5+1e-6) - 1 ~ 1 m),
+    # log-variance 0, heading logits 0.
+    outputs = {
+        "heatmap": torch.full((2, 3, h, w), -2.19),
+        "offset_2d": torch.zeros(2, 2, h, w),
+        "size_2d": torch.zeros(2, 2, h, w),
+        "depth": torch.zeros(2, 2, h, w),
+        "offset_3d": torch.zeros(2, 2, h, w),
+        "size_3d": torch.zeros(2, 3, h, w),
+        "heading": torch.zeros(2, 24, h, w),
+    }
+    _, parts = model.loss(outputs, targets)
+    mask = targets["mask_2d"].bool()
+    assert torch.isclose(parts["offset_2d"], targets["offset_2d"][mask].abs().mean())
+    assert torch.isclose(parts["size_2d"], targets["size_2d"][mask].abs().mean())
+    depth_pred = 1.0 / (0.5 + 1e-6) - 1.0
+    assert torch.isclose(parts["depth"], (1.4142 * (targets["depth"][mask] - depth_pred).abs()).mean(), rtol=1e-5)
+    # Size residuals from the class means; the dimension-aware loss has the magnitude of plain L1.
+    residual = targets["size_3d"][mask] - model.mean_size[targets["cls_ids"][mask]]
+    assert torch.isclose(parts["size_3d"], residual.abs().mean(), rtol=1e-5)
+    # Uniform logits: CE = log(12); the residual prediction is 0.
+    assert torch.isclose(parts["heading"], math.log(12) + targets["heading_res"][mask].abs().mean(), rtol=1e-5)
+
+
+def test_zero_objects_give_zero_terms_and_finite_gradients():
+    model = build().train()
+    outputs = model(torch.randn(2, 3, 64, 128))
+    total, parts = model.loss(outputs, hand_made_targets(with_objects=False))
+    assert torch.isfinite(total)
+    for name in ("offset_2d", "size_2d", "depth", "offset_3d", "size_3d", "heading"):
+        assert parts[name].item() == 0.0, name
+    assert parts["heatmap"].item() > 0  # all-negative heatmap still penalises the 0.1 prior
+    total.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # Every head is still part of the graph (DDP needs a gradient for every parameter).
+    assert model.heads["depth"][-1].weight.grad is not None
+
+
+def test_response_outputs_sample_the_maps_at_the_target_indices():
+    model = build()
+    outputs = model(torch.randn(2, 3, 64, 128))
+    targets = hand_made_targets()
+    sampled = model.response_outputs(outputs, targets)
+    widths = {"offset_2d": 2, "size_2d": 2, "depth": 2, "offset_3d": 2, "size_3d": 3, "heading": 24}
+    assert {k: tuple(v.shape) for k, v in sampled.items()} == {k: (2, 8, c) for k, c in widths.items()}
+    # Image 0, slot 1 is the Pedestrian at (x=22, y=9).
+    assert torch.equal(sampled["depth"][0, 1], outputs["depth"][0, :, 9, 22])
+    assert torch.equal(sampled["heading"][1, 0], outputs["heading"][1, :, 12, 5])
+
+
+# ----- decoding ---------------------------------------------------------------------------------
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1.0 - p))
+
+
+def encode_as_outputs(
+    frames: list[tuple[Calibration, list[Object3D]]], affines: np.ndarray, feature_size, model, log_variance=0.1
+) -> dict[str, torch.Tensor]:
+    """Ground truth -> the head outputs a perfect MonoDLE would produce (inverse of decoding)."""
+    h, w = feature_size
+    batch = len(frames)
+    out = {
+        "heatmap": np.full((batch, 3, h, w), -8.0),
+        "offset_2d": np.zeros((batch, 2, h, w)),
+        "size_2d": np.zeros((batch, 2, h, w)),
+        "depth": np.zeros((batch, 2, h, w)),
+        "offset_3d": np.zeros((batch, 2, h, w)),
+        "size_3d": np.zeros((batch, 3, h, w)),
+        "heading": np.zeros((batch, 24, h, w)),
+    }
+    for b, (calib, objects) in enumerate(frames):
+        to_input = np.linalg.inv(np.vstack([affines[b], [0.0, 0.0, 1.0]]))[:2]
+
+        def to_feature(u, v):
+            x, y = to_input @ np.array([u, v, 1.0])
+            return x / 4.0, y / 4.0
+
+        for obj in objects:
+            cls = CLASSES.index(obj.cls_type)
+            uv, _ = calib.rect_to_image(obj.center_3d[None])
+            fx, fy = to_feature(*uv[0])
+            ix, iy = int(np.floor(fx)), int(np.floor(fy))
+            x1, y1 = to_feature(obj.box2d[0], obj.box2d[1])
+            x2, y2 = to_feature(obj.box2d[2], obj.box2d[3])
+            out["heatmap"][b, cls, iy, ix] = 8.0
+            out["offset_2d"][b, :, iy, ix] = ((x1 + x2) / 2 - ix, (y1 + y2) / 2 - iy)
+            out["size_2d"][b, :, iy, ix] = (x2 - x1, y2 - y1)
+            out["offset_3d"][b, :, iy, ix] = (fx - ix, fy - iy)
+            # depth = 1 / (sigmoid(x) + 1e-6) - 1  <=>  sigmoid(x) = 1 / (depth + 1) - 1e-6
+            out["depth"][b, :, iy, ix] = (logit(1.0 / (obj.location[2] + 1.0) - 1e-6), log_variance)
+            out["size_3d"][b, :, iy, ix] = obj.dims - model.mean_size[cls].numpy()
+            heading_bin, heading_res = encode_heading(obj.alpha)
+            out["heading"][b, int(heading_bin), iy, ix] = 5.0
+            out["heading"][b, 12 + int(heading_bin), iy, ix] = heading_res
+    return {k: torch.tensor(v, dtype=torch.float32) for k, v in out.items()}
+
+
+def check_round_trip(frames, original_sizes, input_size=(384, 1280)):
+    model = build()
+    # Input = the original image scaled to the input size, then a 16-pixel crop of the top rows
+    # (so the affine has a translation as well as a scale).
+    affines = np.array(
+        [[[W / input_size[1], 0.0, 0.0], [0.0, H / input_size[0], 16.0]] for W, H in original_sizes]
+    )
+    outputs = encode_as_outputs(frames, affines, (input_size[0] // 4, input_size[1] // 4), model)
+    meta = {
+        "P2": torch.tensor(np.stack([c.P2 for c, _ in frames]), dtype=torch.float32),
+        "input_to_original": torch.tensor(affines, dtype=torch.float32),
+    }
+    detections = model.decode(outputs, meta, score_threshold=0.2, top_k=50)
+    assert len(detections) == len(frames)
+    for (calib, expected), found in zip(frames, detections):
+        assert len(found) == len(expected)
+        for obj in expected:
+            match = min(found, key=lambda d: np.linalg.norm(d.location - obj.location))
+            assert match.cls_type == obj.cls_type
+            np.testing.assert_allclose(match.location, obj.location, atol=2e-3)
+            np.testing.assert_allclose(match.dims, obj.dims, atol=1e-5)
+            np.testing.assert_allclose(match.box2d, obj.box2d, atol=2e-2)
+            assert abs(match.alpha - obj.alpha) < 1e-5
+            uv, _ = calib.rect_to_image(obj.center_3d[None])
+            assert abs(match.rotation_y - calib.alpha_to_ry(obj.alpha, float(uv[0, 0]))) < 1e-4
+            assert match.score == pytest.approx(1.0 / (1.0 + math.exp(-8.0)) * math.exp(-0.1), rel=1e-5)
+            assert Object3D.__name__ and len(match.to_line().split()) == 16  # a valid KITTI result line
+    return detections
+
+
+def test_decode_round_trip_with_a_hand_written_calibration():
+    calib = Calibration.from_P2(KITTI_P2)
+    objects = [
+        Object3D("Car", alpha=-1.2, dims=[1.5, 1.6, 3.9], location=[-3.0, 1.7, 18.0], rotation_y=0.0),
+        Object3D("Pedestrian", alpha=2.9, dims=[1.8, 0.6, 0.9], location=[2.5, 1.6, 9.5], rotation_y=0.0),
+        Object3D("Cyclist", alpha=0.05, dims=[1.7, 0.6, 1.8], location=[6.0, 1.5, 30.0], rotation_y=0.0),
+    ]
+    for obj in objects:  # 2D boxes: some box around the projected centre
+        u, v = calib.rect_to_image(obj.center_3d[None])[0][0]
+        obj.box2d = np.array([u - 20.0, v - 30.0, u + 25.0, v + 35.0])
+    check_round_trip([(calib, objects)], [(1242, 375)])
+
+
+def test_decode_round_trip_on_real_kitti_labels(kitti_mini):
+    frames, sizes = [], []
+    for frame_id, size in (("000000", (1224, 370)), ("000001", (1242, 375)), ("000002", (1242, 375))):
+        calib = read_calib(kitti_mini / "training" / "calib" / f"{frame_id}.txt")
+        objects = [o for o in read_label(kitti_mini / "training" / "label_2" / f"{frame_id}.txt") if o.cls_type in CLASSES]
+        frames.append((calib, objects))
+        sizes.append(size)
+    detections = check_round_trip(frames, sizes)
+    assert [len(d) for d in detections] == [1, 2, 1]
+    # The decoder's rotation_y (from the pixel column, as MonoDLE) agrees with the labels' own.
+    for (_, expected), found in zip(frames, detections):
+        for obj in expected:
+            match = min(found, key=lambda d: np.linalg.norm(d.location - obj.location))
+            assert abs(match.rotation_y - obj.rotation_y) < 0.02
+
+
+def test_decode_thresholds_heatmap_scores_and_handles_empty_maps():
+    model = build()
+    outputs = model(torch.randn(1, 3, 64, 128))
+    outputs["heatmap"] = torch.full_like(outputs["heatmap"], -8.0)
+    meta = {"P2": torch.tensor(KITTI_P2[None], dtype=torch.float32), "input_to_original": torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]])}
+    assert model.decode(outputs, meta) == [[]]
+    outputs["heatmap"][0, 1, 3, 4] = 0.0  # heatmap score 0.5, passes 0.2
+    outputs["heatmap"][0, 0, 10, 20] = -2.0  # 0.12, filtered
+    found = model.decode(outputs, meta, score_threshold=0.2)[0]
+    assert [d.cls_type for d in found] == ["Pedestrian"]
+    assert len(model.decode(outputs, meta, score_threshold=0.1)[0]) == 2
+    assert len(model.decode(outputs, meta, score_threshold=0.1, top_k=1)[0]) == 1
+
+
+def test_shared_decoding_helpers():
+    heatmap = torch.zeros(1, 2, 4, 5)
+    heatmap[0, 1, 2, 3] = 0.9
+    heatmap[0, 0, 1, 1] = 0.7
+    peaks = top_k_peaks(heatmap, 2)
+    assert peaks["cls_ids"].tolist() == [[1, 0]] and peaks["indices"].tolist() == [[13, 6]]
+    assert peaks["xs"].tolist() == [[3.0, 1.0]] and peaks["ys"].tolist() == [[2.0, 1.0]]
+    assert top_k_peaks(heatmap, 100)["scores"].shape == (1, 40)
+    assert torch.equal(gather_feature(heatmap, torch.tensor([[13, 6]])), torch.tensor([[[0.0, 0.9], [0.7, 0.0]]]))
+
+    calib = Calibration.from_P2(KITTI_P2)
+    points = np.array([[-3.0, 1.2, 18.0], [5.0, -0.5, 42.0]])
+    uv, depth = calib.rect_to_image(points)
+    xyz = back_project(
+        torch.tensor(uv[None, :, 0]), torch.tensor(uv[None, :, 1]), torch.tensor(depth[None]), torch.tensor(KITTI_P2[None])
+    )
+    np.testing.assert_allclose(xyz[0].numpy(), points, atol=1e-9)
+
+    alphas = np.linspace(-math.pi + 1e-3, math.pi, 50)
+    bins, residuals = encode_heading(alphas)
+    assert bins.min() >= 0 and bins.max() <= 11 and np.abs(residuals).max() <= math.pi / 12 + 1e-9
+    np.testing.assert_allclose(heading_from_bin(bins, residuals), alphas, atol=1e-9)
+    logits = torch.zeros(50, 24, dtype=torch.float64)
+    logits[torch.arange(50), torch.tensor(bins)] = 1.0
+    logits[torch.arange(50), 12 + torch.tensor(bins)] = torch.tensor(residuals)
+    np.testing.assert_allclose(decode_heading(logits).numpy(), alphas, atol=1e-9)
+
+
+def test_teacher_with_widened_first_conv_matches_the_rgb_model():
+    student = build(seed=3).eval()
+    teacher = build(seed=4, in_channels=5).eval()
+    load_widened_state_dict(teacher, student.state_dict(), teacher.first_conv_key)
+    image = torch.randn(2, 3, 64, 128)
+    depth_and_validity = torch.rand(2, 2, 64, 128)
+    with torch.no_grad():
+        expected = student(image)
+        zeros = teacher(torch.cat([image, torch.zeros_like(depth_and_validity)], dim=1))
+        anything = teacher(torch.cat([image, depth_and_validity], dim=1))
+    for name in expected:
+        assert torch.allclose(expected[name], zeros[name], atol=1e-6), name
+        assert torch.allclose(expected[name], anything[name], atol=1e-6), name
+    # The student's state dict is exactly the baseline's (same keys and shapes, no extra modules).
+    assert {k: v.shape for k, v in student.state_dict().items()} == {
+        k: v.shape for k, v in build(seed=5).state_dict().items()
+    }
+
+
+def test_same_seed_gives_identical_models_and_training_steps():
+    def one_step(seed):
+        model = build(seed=seed).train()
+        torch.manual_seed(seed)
+        image = torch.randn(2, 3, 64, 128)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        total, _ = model.loss(model(image), hand_made_targets())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        return total.item(), model.state_dict()
+
+    loss_a, state_a = one_step(7)
+    loss_b, state_b = one_step(7)
+    loss_c, _ = one_step(8)
+    assert loss_a == loss_b and loss_a != loss_c
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
