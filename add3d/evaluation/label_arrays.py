@@ -1,0 +1,221 @@
+"""Labels of many frames as flat numpy arrays, and fast strict readers of label/result folders.
+
+The evaluator works on whole columns (all boxes of all frames at once), never on per-object Python
+objects, which is what makes a 3769-frame evaluation take about a second. Files are read with a
+vectorised fast path; any line that does not pass the same checks as
+:func:`add3d.data.kitti.parse_label_line` is re-parsed by that function, so a malformed line raises
+exactly the error the rest of the project raises (file and line named).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from add3d.data.kitti import KITTI_CLASSES, Object3D, parse_label_line, read_split
+from add3d.errors import Add3dError, DataFormatError
+
+
+@dataclass
+class LabelArrays:
+    """All objects of ``num_frames`` frames, one row per object (rows grouped by frame, file order).
+
+    ``frame`` indexes the frame list; ``box2d`` is (x1, y1, x2, y2); ``dims`` is (h, w, l); ``location``
+    is the bottom centre (rect camera frame); ``score`` is NaN for ground truth.
+    """
+
+    num_frames: int
+    frame: np.ndarray
+    cls_type: np.ndarray
+    truncation: np.ndarray
+    occlusion: np.ndarray
+    alpha: np.ndarray
+    box2d: np.ndarray
+    dims: np.ndarray
+    location: np.ndarray
+    rotation_y: np.ndarray
+    score: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def boxes_3d(self) -> np.ndarray:
+        """(N, 7) boxes as (x, y, z, h, w, l, ry), the layout of :mod:`add3d.geometry.iou`."""
+        return np.concatenate([self.location, self.dims, self.rotation_y[:, None]], axis=1)
+
+    def select(self, index: np.ndarray) -> "LabelArrays":
+        """Rows picked by a boolean mask or an index array, frame numbering unchanged."""
+        return LabelArrays(
+            self.num_frames,
+            *(getattr(self, name)[index] for name in _COLUMNS),
+        )
+
+    @classmethod
+    def from_rows(cls, num_frames: int, frame: np.ndarray, names: list[str], numbers: np.ndarray) -> "LabelArrays":
+        """Build from class names and an (N, 15) array of the numeric label fields (score last, NaN if none)."""
+        numbers = np.asarray(numbers, dtype=np.float64).reshape(-1, 15)
+        return cls(
+            num_frames=num_frames,
+            frame=np.asarray(frame, dtype=np.int64).reshape(-1),
+            cls_type=np.array(names, dtype=object).reshape(-1),
+            truncation=numbers[:, 0].copy(),
+            occlusion=numbers[:, 1].astype(np.int64),
+            alpha=numbers[:, 2].copy(),
+            box2d=numbers[:, 3:7].copy(),
+            dims=numbers[:, 7:10].copy(),
+            location=numbers[:, 10:13].copy(),
+            rotation_y=numbers[:, 13].copy(),
+            score=numbers[:, 14].copy(),
+        )
+
+    @classmethod
+    def from_objects(cls, frames: list[list[Object3D]]) -> "LabelArrays":
+        """Flatten per-frame lists of :class:`Object3D` (the Python API's input)."""
+        names, rows, frame = [], [], []
+        for index, objects in enumerate(frames):
+            for obj in objects:
+                names.append(obj.cls_type)
+                score = np.nan if obj.score is None else float(obj.score)
+                rows.append(
+                    [obj.truncation, obj.occlusion, obj.alpha, *obj.box2d, *obj.dims, *obj.location, obj.rotation_y, score]
+                )
+                frame.append(index)
+        return cls.from_rows(len(frames), np.array(frame, dtype=np.int64), names, np.array(rows, dtype=np.float64))
+
+
+_COLUMNS = ("frame", "cls_type", "truncation", "occlusion", "alpha", "box2d", "dims", "location", "rotation_y", "score")
+
+
+def _prediction_line(text: str) -> str:
+    """The devkit reads a detection's truncation and occlusion fields as "trash"; many tools write
+    ``-1 -1`` there. Neutralise them (when numeric) so only the fields the evaluation uses are checked."""
+    fields = text.split()
+    if len(fields) == 16:
+        try:
+            if all(np.isfinite(float(value)) for value in fields[1:3]):
+                fields[1:3] = ["0", "0"]
+        except ValueError:
+            pass  # not a number: parse_label_line names the bad field
+    return " ".join(fields)
+
+
+def parse_strict(text: str, path: Path, line_no: int, prediction: bool) -> Object3D:
+    """Parse one line with the project's parser; predictions must carry a score (16 fields)."""
+    if prediction:
+        count = len(text.split())
+        if count == 15:
+            raise DataFormatError(path, "prediction has 15 fields; the 16th (score) is required", line_no)
+        return parse_label_line(_prediction_line(text), path, line_no, allow_score=True)
+    return parse_label_line(text, path, line_no, allow_score=False)
+
+
+def _line_ok(names: np.ndarray, numbers: np.ndarray, prediction: bool) -> np.ndarray:
+    """Vectorised version of parse_label_line's checks; False rows are re-parsed to raise its error."""
+    ok = np.isin(names, KITTI_CLASSES) & np.isfinite(numbers[:, :14]).all(axis=1)
+    box_ok = (numbers[:, 5] >= numbers[:, 3]) & (numbers[:, 6] >= numbers[:, 4]) & (numbers[:, 7:10] >= 0).all(axis=1)
+    if prediction:
+        ok &= np.isfinite(numbers[:, 14])  # truncation/occlusion are not used (see _prediction_line)
+    else:
+        occlusion = numbers[:, 1]
+        ok &= occlusion == np.round(occlusion)
+        box_ok &= (numbers[:, 0] >= 0) & (numbers[:, 0] <= 1) & np.isin(occlusion, (0, 1, 2, 3))
+    return ok & ((names == "DontCare") | box_ok)
+
+
+def _strict_rows(path: str, text: str, prediction: bool) -> list[Object3D]:
+    """Parse a whole file line by line with the project's parser (raises on the first bad line)."""
+    return [
+        parse_strict(line, Path(path), line_no, prediction)
+        for line_no, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+
+
+def _object_row(obj: Object3D) -> list[float]:
+    score = np.nan if obj.score is None else obj.score
+    return [obj.truncation, obj.occlusion, obj.alpha, *obj.box2d, *obj.dims, *obj.location, obj.rotation_y, score]
+
+
+def read_label_dir(directory: str | Path, ids: list[str], prediction: bool) -> LabelArrays:
+    """Read ``directory/<id>.txt`` for every id into :class:`LabelArrays`.
+
+    Ground truth (``prediction=False``): every file must exist, 15 fields per line.
+    Predictions: a missing file means no detections; 16 fields per line (score required).
+
+    Fast path: each file is split into whitespace tokens and all files are converted at once. A file
+    whose token count is not a multiple of the field count, a misplaced class name, a non-number or a
+    value outside the accepted ranges sends that file through the strict line parser, which raises
+    the project's usual error naming the file and line.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise Add3dError(f"{directory}: {'prediction' if prediction else 'label'} directory not found")
+    expected = 16 if prediction else 15
+    folder = str(directory)
+    tokens: list[str] = []
+    rows_per_file: list[int] = []
+    files: list[tuple[str, str]] = []  # (path, text) of every file read, for the strict fallback
+    frame_of_file: list[int] = []
+    for index, frame_id in enumerate(ids):
+        path = os.path.join(folder, f"{frame_id}.txt")
+        try:
+            with open(path) as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            if prediction:
+                continue
+            raise Add3dError(f"{path}: label file not found") from None
+        except OSError as error:
+            raise Add3dError(f"{path}: cannot read ({error})") from None
+        file_tokens = text.split()
+        if len(file_tokens) % expected:
+            _strict_rows(path, text, prediction)  # raises the field-count error
+        tokens.extend(file_tokens)
+        rows_per_file.append(len(file_tokens) // expected)
+        files.append((path, text))
+        frame_of_file.append(index)
+    table = np.array(tokens, dtype=object).reshape(-1, expected)
+    file_of_row = np.repeat(np.arange(len(files)), rows_per_file)
+    names = table[:, 0]
+    misplaced = np.flatnonzero(~np.isin(names, KITTI_CLASSES))
+    if len(misplaced):
+        _strict_rows(*files[file_of_row[misplaced[0]]], prediction)  # raises (unknown class or bad layout)
+    try:
+        numbers = table[:, 1:].astype(np.float64)
+    except ValueError:
+        for path, text in files:  # find the file holding the non-number; the strict parser names it
+            try:
+                np.array(text.split(), dtype=object).reshape(-1, expected)[:, 1:].astype(np.float64)
+            except ValueError:
+                _strict_rows(path, text, prediction)
+        raise Add3dError(f"{directory}: unreadable numbers") from None  # pragma: no cover
+    if not prediction:
+        numbers = np.concatenate([numbers, np.full((len(numbers), 1), np.nan)], axis=1)
+    bad = np.flatnonzero(~_line_ok(names, numbers, prediction))
+    first_row = np.r_[0, np.cumsum(rows_per_file)]
+    for file_index in np.unique(file_of_row[bad]):
+        # Raises if the file is malformed; otherwise our vectorised check was stricter: take its values.
+        objects = _strict_rows(*files[file_index], prediction)
+        lo = first_row[file_index]
+        numbers[lo : lo + len(objects)] = [_object_row(obj) for obj in objects]
+    if prediction:
+        numbers[:, 0:2] = 0.0  # unused by the evaluation (see _prediction_line)
+    frame = np.repeat(np.array(frame_of_file, dtype=np.int64), rows_per_file)
+    return LabelArrays.from_rows(len(ids), frame, list(names), numbers)
+
+
+def list_frame_ids(label_dir: str | Path, ids_file: str | Path | None = None) -> list[str]:
+    """Frame ids to evaluate: the ids file's lines, else the stems of every ``*.txt`` in ``label_dir``."""
+    if ids_file is not None:
+        return read_split(ids_file)
+    label_dir = Path(label_dir)
+    if not label_dir.is_dir():
+        raise Add3dError(f"{label_dir}: label directory not found")
+    ids = sorted(path.stem for path in label_dir.glob("*.txt"))
+    if not ids:
+        raise Add3dError(f"{label_dir}: no *.txt label files")
+    return ids
