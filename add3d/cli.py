@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("eval", "add3d.engine.commands.evaluate", "predict a split with a checkpoint; write KITTI results and the metric table"),
     ("predict", "add3d.engine.commands.predict", "3D detection on your own images (KITTI txt, optional drawings)"),
     ("export-submission", "add3d.engine.commands.export_submission", "zip test-split predictions for the KITTI server"),
+    ("eval-kitti", "add3d.evaluation.kitti_eval", "official KITTI AP (2D/BEV/3D/AOS, R11+R40) of a prediction folder"),
 ]
 
 
