@@ -16,8 +16,7 @@ import numpy as np
 
 from add3d.data.kitti import Object3D
 from add3d.geometry.boxes import objects_corners
-
-NUM_HEADING_BINS = 12
+from add3d.models.heading import encode_heading
 
 
 @dataclass(frozen=True)
@@ -34,20 +33,6 @@ class TargetOptions:
     # MonoDLE drops objects whose heatmap centre falls outside the map; MonoFlex keeps them with the
     # centre clamped to the border (and flags them "truncated").
     keep_outside_centres: bool = False
-
-
-def angle_to_bin(angle: float, num_bins: int = NUM_HEADING_BINS) -> tuple[int, float]:
-    """Angle -> (bin, residual) with bins centred on 0, 2pi/n, ... (MonoDLE/GUPNet encoding)."""
-    bin_size = 2 * np.pi / num_bins
-    shifted = (float(angle) % (2 * np.pi) + bin_size / 2) % (2 * np.pi)
-    index = min(int(shifted / bin_size), num_bins - 1)
-    return index, shifted - (index * bin_size + bin_size / 2)
-
-
-def bin_to_angle(index: int, residual: float, num_bins: int = NUM_HEADING_BINS) -> float:
-    """Inverse of :func:`angle_to_bin`, wrapped to [-pi, pi)."""
-    angle = index * (2 * np.pi / num_bins) + residual
-    return float((angle + np.pi) % (2 * np.pi) - np.pi)
 
 
 def gaussian_radius(width: float, height: float, min_overlap: float = 0.7) -> float:
@@ -173,7 +158,7 @@ def build_targets(
         targets["offset_3d"][slot] = centre - integer
         targets["depth"][slot] = obj.location[2] * depth_factor
         targets["size_3d"][slot] = obj.dims
-        targets["heading_bin"][slot], targets["heading_res"][slot] = angle_to_bin(obj.alpha)
+        targets["heading_bin"][slot], targets["heading_res"][slot] = encode_heading(obj.alpha)
         targets["alpha"][slot] = obj.alpha
         targets["rotation_y"][slot] = obj.rotation_y
         targets["location"][slot] = obj.location
