@@ -1,0 +1,347 @@
+"""GUPNet (Lu et al., "Geometry Uncertainty Projection Network for Monocular 3D Object Detection",
+ICCV 2021): dense 2D heads, 3D heads on ROI-aligned features, geometric depth with propagated
+uncertainty, and Hierarchical Task Learning.
+
+Why the ROI design: the 3D heads see a fixed 7x7 crop of the neck features around each object's
+2D box, plus where that box lies in the camera (a 2-channel map of normalised camera coordinates)
+and the object's class, so they reason per object instead of per pixel.
+
+Geometry Uncertainty Projection: depth follows from the 3D height H and the 2D box height h as
+``z_geo = f * H / h``. The size head predicts H with a Laplacian log-variance s_H; the projection
+carries it over, ``s_geo = s_H + 2 log(f / h)``. A depth head adds a learned residual with its own
+log-variance s_net; the final depth ``z = z_geo + residual`` has log-variance
+``logsumexp(s_net, s_geo)`` (the variances add). The decoding score is
+``heatmap * exp(-sigma)`` with ``sigma = exp(s / 2)``.
+
+Camera: we use the *network input* camera ``meta["P2_input"]`` and input-pixel box heights. That
+equals GUPNet's original-image camera with original-pixel heights (the affine resize scales f and h
+alike) and stays right under flip / crop augmentation, so the depth target is the true depth
+(``targets["location"][..., 2]``) and 3D losses apply to cropped samples too, as in GUPNet.
+
+ROIs: at the object slots ``targets["indices"]`` during training and at the top-K heatmap peaks
+otherwise. The boxes are the *predicted* 2D boxes at those slots, as in GUPNet's code (training
+and inference then see the same kind of box), or the ground-truth ``targets["box2d"]`` with
+``gupnet.train_rois: gt``.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+from add3d.data.kitti import Object3D
+from add3d.errors import Add3dError
+from add3d.models.config import ModelConfig
+from add3d.models.decode import (
+    back_project,
+    depth_from_logit,
+    feature_to_original,
+    gather_feature,
+    peak_nms,
+    top_k_peaks,
+    wrap_angle,
+)
+from add3d.models.detector import MonoDetector, build_trunk
+from add3d.models.heading import decode_heading
+from add3d.models.heads import build_heads
+from add3d.models.htl import HierarchicalTaskLearning
+from add3d.models.losses import focal_loss, heading_loss, laplacian_uncertainty_loss, masked_l1
+
+# Loss terms and the terms they build on (GUPNet's HTL graph).
+TASK_PREREQUISITES = {
+    "heatmap": [],
+    "size_2d": [],
+    "offset_2d": [],
+    "offset_3d": ["size_2d", "offset_2d"],
+    "size_3d": ["size_2d", "offset_2d"],
+    "heading": ["size_2d", "offset_2d"],
+    "depth": ["size_2d", "size_3d", "offset_2d"],
+}
+ROI_OUTPUTS = {"depth": 2, "offset_3d": 2, "size_3d": 4, "heading": None}  # heading: 2 x bins
+
+
+def _roi_head(in_channels: int, head_channels: int, out_channels: int) -> nn.Sequential:
+    """conv3x3 -> BN -> ReLU -> global average -> conv1x1: one vector per ROI (Xavier init as GUPNet)."""
+    head = nn.Sequential(
+        nn.Conv2d(in_channels, head_channels, 3, padding=1, bias=True),
+        nn.BatchNorm2d(head_channels),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Conv2d(head_channels, out_channels, 1, bias=True),
+    )
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return head
+
+
+def _sigmoid_scores(heatmap_logits: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(heatmap_logits).clamp(1e-4, 1.0 - 1e-4)
+
+
+class GUPNet(MonoDetector):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        options = cfg.gupnet
+        if options.train_rois not in ("predicted", "gt"):
+            raise Add3dError(f"model.gupnet.train_rois must be 'predicted' or 'gt', got '{options.train_rois}'")
+        if options.roi_size < 1:
+            raise Add3dError(f"model.gupnet.roi_size must be >= 1, got {options.roi_size}")
+        self.backbone, self.neck = build_trunk(cfg)
+        self.feature_channels = self.neck.out_channels
+        self.roi_size = options.roi_size
+        self.train_rois = options.train_rois
+        self.num_heading_bins = cfg.num_heading_bins
+        self.top_k = cfg.top_k
+        self.score_threshold = cfg.score_threshold
+        self.loss_weights = {term: float(cfg.loss_weights.get(term, 1.0)) for term in TASK_PREREQUISITES}
+        self.register_buffer("mean_size", torch.tensor(cfg.class_mean_sizes(), dtype=torch.float32))
+
+        self.heads = build_heads(
+            self.feature_channels, cfg.head_channels, {"heatmap": self.num_classes, "offset_2d": 2, "size_2d": 2}
+        )
+        roi_channels = self.feature_channels + 2 + self.num_classes
+        self.roi_heads = nn.ModuleDict(
+            {
+                name: _roi_head(roi_channels, cfg.head_channels, channels or 2 * self.num_heading_bins)
+                for name, channels in ROI_OUTPUTS.items()
+            }
+        )
+        self.task_weighting = HierarchicalTaskLearning(TASK_PREREQUISITES, window=options.htl_window) if options.htl else None
+
+    # ----- training schedule hook -----------------------------------------------------------------
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        """Update the HTL loss weights from the loss statistics of the past epochs (DESIGN.md)."""
+        if self.task_weighting is not None:
+            self.task_weighting.start_epoch(epoch, num_epochs)
+
+    # ----- forward ----------------------------------------------------------------------------------
+    def forward(self, image, targets=None, meta=None) -> dict[str, torch.Tensor]:
+        if meta is None or "P2_input" not in meta:
+            raise Add3dError("GUPNet needs meta['P2_input'] (the network-input camera): call detector(image, targets, meta=batch['meta'])")
+        features = self.extract_features(image)
+        outputs = {"features": features}
+        for name, head in self.heads.items():
+            outputs[name] = head(features)
+
+        if targets is not None:
+            indices = targets["indices"].long()
+            cls_ids = targets["cls_ids"].long()
+            mask = targets["mask_2d"] > 0
+        else:
+            peaks = top_k_peaks(peak_nms(_sigmoid_scores(outputs["heatmap"].detach())), self.top_k)
+            indices, cls_ids = peaks["indices"], peaks["cls_ids"]
+            mask = torch.ones_like(indices, dtype=torch.bool)
+            outputs["roi_scores"] = peaks["scores"]
+        outputs["roi_indices"], outputs["roi_cls_ids"], outputs["roi_mask"] = indices, cls_ids, mask
+
+        if targets is not None and self.train_rois == "gt":
+            boxes = targets["box2d"].to(features.dtype)
+        else:
+            boxes = self._predicted_boxes(outputs, indices)
+        outputs["roi_boxes"] = boxes
+        outputs.update(self._roi_outputs(features, boxes, cls_ids, mask, meta["P2_input"].to(features)))
+        return outputs
+
+    def _predicted_boxes(self, outputs: dict[str, torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
+        """Predicted 2D boxes (x1, y1, x2, y2) in feature pixels at the flat positions ``indices`` (B x K)."""
+        width = outputs["heatmap"].shape[3]
+        xs = (indices % width).to(outputs["offset_2d"].dtype)
+        ys = torch.div(indices, width, rounding_mode="floor").to(xs.dtype)
+        centre = torch.stack([xs, ys], dim=-1) + gather_feature(outputs["offset_2d"], indices)
+        half = gather_feature(outputs["size_2d"], indices) / 2
+        return torch.cat([centre - half, centre + half], dim=-1)
+
+    def _roi_outputs(
+        self, features: torch.Tensor, boxes: torch.Tensor, cls_ids: torch.Tensor, mask: torch.Tensor, P2_input: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Run the ROI heads on the selected slots; outputs are ``B x K x k`` with zeros elsewhere."""
+        batch, slots = mask.shape
+        dtype, device = features.dtype, features.device
+        result = {
+            "depth": features.new_zeros(batch, slots, 2),  # (depth in metres, log-variance)
+            "depth_geometric": features.new_zeros(batch, slots, 1),
+            "offset_3d": features.new_zeros(batch, slots, 2),
+            "size_3d": features.new_zeros(batch, slots, 3),  # residual from the class mean (h, w, l)
+            "size_3d_log_variance": features.new_zeros(batch, slots, 1),  # of the 3D height
+            "heading": features.new_zeros(batch, slots, 2 * self.num_heading_bins),
+        }
+        count = int(mask.sum())
+        if count == 0:
+            return result
+
+        # Box corners in network-input pixels -> normalised camera coordinates (z = 1).
+        corners = boxes * self.stride
+        ones = torch.ones_like(corners[..., 0])
+        top_left = back_project(corners[..., 0], corners[..., 1], ones, P2_input)[..., :2]
+        bottom_right = back_project(corners[..., 2], corners[..., 3], ones, P2_input)[..., :2]
+        top_left, bottom_right = top_left[mask], bottom_right[mask]  # n x 2
+
+        batch_index = torch.arange(batch, device=device)[:, None].expand(batch, slots)[mask]
+        rois = torch.cat([batch_index[:, None].to(dtype), boxes[mask]], dim=1)
+        size = self.roi_size
+        roi_features = roi_align(features, rois, (size, size), spatial_scale=1.0)
+
+        steps = torch.linspace(0.0, 1.0, size, dtype=dtype, device=device)
+        grid_x = top_left[:, 0:1] + steps[None, :] * (bottom_right[:, 0:1] - top_left[:, 0:1])  # n x size
+        grid_y = top_left[:, 1:2] + steps[None, :] * (bottom_right[:, 1:2] - top_left[:, 1:2])
+        coordinate_map = torch.stack(
+            [grid_x[:, None, :].expand(count, size, size), grid_y[:, :, None].expand(count, size, size)], dim=1
+        )
+        selected_cls = cls_ids[mask].clamp(0, self.num_classes - 1)
+        one_hot = F.one_hot(selected_cls, self.num_classes).to(dtype)[:, :, None, None].expand(-1, -1, size, size)
+        roi_input = torch.cat([roi_features, coordinate_map, one_hot], dim=1)
+
+        size_out = self.roi_heads["size_3d"](roi_input).flatten(1)
+        size_residual, height_log_variance = size_out[:, :3], size_out[:, 3]
+        height_3d = self.mean_size[selected_cls, 0] + size_residual[:, 0]
+
+        box_height = ((boxes[..., 3] - boxes[..., 1]) * self.stride)[mask].clamp(min=1.0)
+        focal = P2_input[:, 1, 1][:, None].expand(batch, slots)[mask]
+        depth_geometric = height_3d * focal / box_height
+        geometric_log_variance = height_log_variance + 2.0 * (torch.log(focal) - torch.log(box_height))
+
+        depth_out = self.roi_heads["depth"](roi_input).flatten(1)
+        depth = depth_from_logit(depth_out[:, 0]) + depth_geometric
+        depth_log_variance = torch.logsumexp(torch.stack([depth_out[:, 1], geometric_log_variance], dim=1), dim=1)
+
+        values = {
+            "depth": torch.stack([depth, depth_log_variance], dim=1),
+            "depth_geometric": depth_geometric[:, None],
+            "offset_3d": self.roi_heads["offset_3d"](roi_input).flatten(1),
+            "size_3d": size_residual,
+            "size_3d_log_variance": height_log_variance[:, None],
+            "heading": self.roi_heads["heading"](roi_input).flatten(1),
+        }
+        for name, value in values.items():
+            result[name] = result[name].index_put((mask,), value)
+        return result
+
+    # ----- loss ---------------------------------------------------------------------------------------
+    def loss(self, outputs, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self._check_slots(outputs, targets)
+        mask = targets["mask_2d"] > 0
+        indices = targets["indices"].long()
+        cls_ids = targets["cls_ids"].long().clamp(0, self.num_classes - 1)
+        terms = {"heatmap": focal_loss(outputs["heatmap"], targets["heatmap"])}
+        terms["size_2d"] = masked_l1(gather_feature(outputs["size_2d"], indices), targets["size_2d"], mask)
+        terms["offset_2d"] = masked_l1(gather_feature(outputs["offset_2d"], indices), targets["offset_2d"], mask)
+        terms["offset_3d"] = masked_l1(outputs["offset_3d"], targets["offset_3d"], mask)
+
+        size_target = targets["size_3d"] - self.mean_size[cls_ids]
+        size_residual = outputs["size_3d"]
+        # GUPNet: L1 on (w, l) weighted 2/3, Laplacian on the height weighted 1/3. Its log-variance is
+        # halved because losses.laplacian_uncertainty_loss is parameterised by log-sigma.
+        terms["size_3d"] = masked_l1(size_residual[..., 1:], size_target[..., 1:], mask) * 2.0 / 3.0 + (
+            laplacian_uncertainty_loss(
+                size_residual[..., 0], size_target[..., 0], outputs["size_3d_log_variance"][..., 0] / 2, mask
+            )
+            / 3.0
+        )
+        terms["heading"] = heading_loss(outputs["heading"], targets["heading_bin"], targets["heading_res"], mask)
+        depth_target = targets["location"][..., 2]
+        terms["depth"] = laplacian_uncertainty_loss(
+            outputs["depth"][..., 0], depth_target, outputs["depth"][..., 1] / 2, mask
+        )
+        if not bool(mask.any()):  # keep every ROI-head parameter in the graph (DDP), with zero gradient
+            terms["depth"] = terms["depth"] + sum(p.sum() for p in self.roi_heads.parameters()) * 0.0
+
+        if self.training and self.task_weighting is not None:
+            self.task_weighting.record(terms)
+        task_weights = self._task_weights()
+        total = sum(self.loss_weights[name] * task_weights[name] * value for name, value in terms.items())
+        parts = {name: value.detach() for name, value in terms.items()}
+        if self.task_weighting is not None:
+            for name, needs in TASK_PREREQUISITES.items():
+                if needs:
+                    parts[f"htl_weight_{name}"] = task_weights[name].detach().clone()
+        return total, parts
+
+    def _task_weights(self) -> dict[str, torch.Tensor]:
+        if self.task_weighting is None or not bool(self.task_weighting.active):
+            return {name: self.mean_size.new_tensor(1.0) for name in TASK_PREREQUISITES}
+        return self.task_weighting.weight_dict()
+
+    def _check_slots(self, outputs, targets) -> None:
+        if "roi_scores" in outputs or outputs["roi_indices"].shape != targets["indices"].shape:
+            raise Add3dError(
+                "GUPNet's ROI outputs must come from forward(image, targets, meta) with the same targets "
+                "(its 3D heads run at the target objects)"
+            )
+
+    # ----- response distillation -------------------------------------------------------------------
+    def response_outputs(self, outputs, targets) -> dict[str, torch.Tensor]:
+        """Per-object outputs at the target slots: 2D heads sampled at the centres, ROI heads as they are."""
+        self._check_slots(outputs, targets)
+        indices = targets["indices"].long()
+        return {
+            "offset_2d": gather_feature(outputs["offset_2d"], indices),
+            "size_2d": gather_feature(outputs["size_2d"], indices),
+            "depth": outputs["depth"],  # ROI depth and its combined log-variance
+            "offset_3d": outputs["offset_3d"],
+            "size_3d": outputs["size_3d"],
+            "heading": outputs["heading"],
+        }
+
+    # ----- decoding -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, outputs, meta, score_threshold=None, top_k=None) -> list[list[Object3D]]:
+        """Detections in original-image coordinates from the outputs of ``forward(image, meta=meta)``."""
+        if "roi_scores" not in outputs:
+            raise Add3dError("GUPNet.decode needs the outputs of forward() without targets (top-K ROIs)")
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        top_k = self.top_k if top_k is None else top_k
+        width = outputs["heatmap"].shape[3]
+        indices = outputs["roi_indices"]
+        cls_ids = outputs["roi_cls_ids"].clamp(0, self.num_classes - 1)
+        xs = (indices % width).to(outputs["depth"].dtype)
+        ys = torch.div(indices, width, rounding_mode="floor").to(xs.dtype)
+        P2 = meta["P2"].to(outputs["depth"].device, torch.float64)
+        to_original = meta["input_to_original"].to(outputs["depth"].device, torch.float64)
+
+        depth, log_variance = outputs["depth"][..., 0], outputs["depth"][..., 1]
+        scores = outputs["roi_scores"] * torch.exp(-torch.exp(0.5 * log_variance))
+        boxes = outputs["roi_boxes"].double()
+        box_original = torch.cat(
+            [
+                feature_to_original(boxes[..., :2], to_original, self.stride),
+                feature_to_original(boxes[..., 2:], to_original, self.stride),
+            ],
+            dim=-1,
+        )
+        centre_feature = torch.stack([xs, ys], dim=-1) + outputs["offset_3d"]
+        centre_original = feature_to_original(centre_feature.double(), to_original, self.stride)
+        dims = (self.mean_size[cls_ids] + outputs["size_3d"]).double()
+        centre_3d = back_project(centre_original[..., 0], centre_original[..., 1], depth.double(), P2)
+        location = centre_3d + torch.stack([torch.zeros_like(dims[..., 0]), dims[..., 0] / 2, torch.zeros_like(dims[..., 0])], dim=-1)
+        alpha = wrap_angle(decode_heading(outputs["heading"].double(), self.num_heading_bins))
+        rotation_y = wrap_angle(alpha + torch.atan2(centre_3d[..., 0], centre_3d[..., 2]))
+
+        detections = []
+        for b in range(indices.shape[0]):
+            keep = (scores[b] >= threshold) & (dims[b] > 0).all(dim=-1) & torch.isfinite(location[b]).all(dim=-1)
+            order = torch.argsort(scores[b][keep], descending=True)[:top_k]
+            chosen = torch.nonzero(keep).flatten()[order].tolist()
+            detections.append(
+                [
+                    Object3D(
+                        cls_type=self.classes[int(cls_ids[b, i])],
+                        alpha=float(alpha[b, i]),
+                        box2d=box_original[b, i].cpu().numpy(),
+                        dims=dims[b, i].cpu().numpy(),
+                        location=location[b, i].cpu().numpy(),
+                        rotation_y=float(rotation_y[b, i]),
+                        score=float(scores[b, i]),
+                    )
+                    for i in chosen
+                ]
+            )
+        return detections
+
+
+def build_gupnet(cfg: ModelConfig) -> GUPNet:
+    return GUPNet(cfg)

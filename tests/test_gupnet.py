@@ -1,0 +1,245 @@
+"""GUPNet: ROI heads, geometry-uncertainty depth, HTL, losses, decoding, ADD compatibility."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from add3d.errors import Add3dError
+from add3d.models import build_detector
+from add3d.models.gupnet import TASK_PREREQUISITES
+from add3d.models.htl import HierarchicalTaskLearning
+from detector_scene import (
+    CLASSES,
+    assert_same_objects,
+    make_image,
+    make_meta,
+    make_targets,
+    scene_objects,
+    small_config,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    torch.manual_seed(0)
+    return build_detector(small_config("gupnet"))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    objects = scene_objects()
+    return {"image": make_image(2), "targets": make_targets([objects, objects[:2]]), "meta": make_meta(2)}
+
+
+def test_training_forward_shapes_and_roi_slots(detector, batch):
+    detector.train()
+    out = detector(batch["image"], batch["targets"], meta=batch["meta"])
+    B, M = batch["targets"]["indices"].shape
+    h, w = batch["image"].shape[2] // 4, batch["image"].shape[3] // 4
+    assert out["features"].shape == (B, detector.feature_channels, h, w)
+    assert out["heatmap"].shape == (B, len(CLASSES), h, w)
+    assert out["offset_2d"].shape == out["size_2d"].shape == (B, 2, h, w)
+    assert out["depth"].shape == (B, M, 2)
+    assert out["offset_3d"].shape == (B, M, 2)
+    assert out["size_3d"].shape == (B, M, 3)
+    assert out["heading"].shape == (B, M, 24)
+    mask = batch["targets"]["mask_2d"] > 0
+    assert torch.equal(out["roi_mask"], mask)
+    # ROI heads run only at real objects: padded slots stay exactly zero.
+    assert out["heading"][~mask].abs().sum() == 0
+    assert out["heading"][mask].abs().sum() > 0
+    assert torch.isfinite(out["depth"][mask]).all()
+
+
+def test_forward_without_meta_is_a_clear_error(detector, batch):
+    with pytest.raises(Add3dError, match="P2_input"):
+        detector(batch["image"], batch["targets"])
+
+
+def test_geometric_depth_and_combined_uncertainty():
+    """z_geo = f * H / h with H = class mean + residual; s = logsumexp(s_net, s_H + 2 log(f / h))."""
+    torch.manual_seed(1)
+    det = build_detector(small_config("gupnet", gupnet={"train_rois": "gt"})).eval()
+    objects = scene_objects()
+    targets, meta = make_targets([objects]), make_meta(1)
+    with torch.no_grad():
+        out = det(make_image(1), targets, meta=meta)
+    mask = targets["mask_2d"][0] > 0
+    cls = targets["cls_ids"][0][mask]
+    box = targets["box2d"][0][mask] * 4  # gt ROI boxes, input pixels
+    h2d = (box[:, 3] - box[:, 1]).clamp(min=1.0)
+    focal = meta["P2_input"][0, 1, 1]
+    height = det.mean_size[cls, 0] + out["size_3d"][0][mask][:, 0]
+    expected = height * focal / h2d
+    torch.testing.assert_close(out["depth_geometric"][0][mask][:, 0], expected, rtol=1e-5, atol=1e-4)
+    log_var_h = out["size_3d_log_variance"][0][mask][:, 0]
+    geometric_log_var = log_var_h + 2 * (torch.log(focal) - torch.log(h2d))
+    # The combined log-variance can't be below either component (variances add).
+    assert (out["depth"][0][mask][:, 1] >= geometric_log_var - 1e-4).all()
+
+
+def test_loss_is_finite_and_reaches_every_part(batch):
+    torch.manual_seed(2)
+    det = build_detector(small_config("gupnet")).train()
+    out = det(batch["image"], batch["targets"], meta=batch["meta"])
+    total, parts = det.loss(out, batch["targets"])
+    assert set(TASK_PREREQUISITES) <= set(parts)
+    assert all(torch.isfinite(v) for v in parts.values()) and torch.isfinite(total)
+    total.backward()
+    for name in ("heads", "roi_heads"):
+        assert all(p.grad is not None for p in getattr(det, name).parameters()), name
+    for name in ("backbone", "neck", "heads", "roi_heads"):
+        grads = [p.grad for p in getattr(det, name).parameters() if p.grad is not None]
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+def test_zero_objects_gives_finite_loss_and_connected_graph(batch):
+    torch.manual_seed(3)
+    det = build_detector(small_config("gupnet")).train()
+    targets = make_targets([[], []])
+    out = det(batch["image"], targets, meta=batch["meta"])
+    assert out["depth"].abs().sum() == 0
+    total, parts = det.loss(out, targets)
+    assert torch.isfinite(total)
+    for name in ("depth", "offset_3d", "size_3d", "heading", "offset_2d", "size_2d"):
+        assert float(parts[name]) == 0.0
+    assert float(parts["heatmap"]) > 0
+    total.backward()
+    assert all(p.grad is not None for p in det.roi_heads.parameters())  # DDP needs every parameter used
+
+
+def _gt_encoded_outputs(det, targets, meta) -> dict[str, torch.Tensor]:
+    """What a perfect GUPNet would output for the targets' objects, in its inference layout."""
+    B, M = targets["indices"].shape
+    h, w = 96 // 4, 320 // 4
+    mask = targets["mask_2d"] > 0
+    cls = targets["cls_ids"].long()
+    heading = torch.zeros(B, M, 24)
+    heading.scatter_(2, targets["heading_bin"].long()[..., None], 20.0)
+    heading[..., 12:] = targets["heading_res"][..., None]
+    return {
+        "heatmap": torch.zeros(B, len(CLASSES), h, w),
+        "roi_indices": targets["indices"],
+        "roi_cls_ids": cls,
+        "roi_mask": torch.ones_like(mask),
+        "roi_scores": mask.float() * 0.9,
+        "roi_boxes": targets["box2d"],
+        "depth": torch.stack([targets["location"][..., 2], torch.full((B, M), -12.0)], dim=-1),
+        "offset_3d": targets["offset_3d"],
+        "size_3d": targets["size_3d"] - det.mean_size[cls],
+        "heading": heading,
+    }
+
+
+def test_decode_round_trip_recovers_the_labels(detector, batch):
+    objects = scene_objects()
+    outputs = _gt_encoded_outputs(detector, batch["targets"], batch["meta"])
+    detections = detector.decode(outputs, batch["meta"], score_threshold=0.5)
+    assert_same_objects(detections[0], objects)
+    assert_same_objects(detections[1], objects[:2])
+    scores = [d.score for d in detections[0]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(abs(s - 0.9 * math.exp(-math.exp(-6.0))) < 1e-4 for s in scores)  # heat x exp(-sigma)
+
+
+def test_gt_encoded_roi_outputs_give_zero_regression_loss(detector, batch):
+    encoded = _gt_encoded_outputs(detector, batch["targets"], batch["meta"])
+    out = dict(encoded, roi_mask=batch["targets"]["mask_2d"] > 0)
+    del out["roi_scores"]
+    B, M = batch["targets"]["indices"].shape
+    dense = torch.zeros(B, 2, 24 * 80)
+    for name in ("offset_2d", "size_2d"):
+        values = dense.clone()
+        values.scatter_(2, batch["targets"]["indices"][:, None, :].expand(B, 2, M), batch["targets"][name].transpose(1, 2))
+        out[name] = values.view(B, 2, 24, 80)
+    out["heatmap"] = torch.zeros(B, len(CLASSES), 24, 80)
+    out["size_3d_log_variance"] = torch.zeros(B, M, 1)
+    detector.eval()
+    _, parts = detector.loss(out, batch["targets"])
+    for name in ("offset_2d", "size_2d", "offset_3d"):
+        assert float(parts[name]) < 1e-5, name
+    assert float(parts["heading"]) < 1e-6
+
+
+def test_inference_runs_roi_heads_on_top_k_peaks(detector, batch):
+    detector.eval()
+    with torch.no_grad():
+        out = detector(batch["image"], meta=batch["meta"])
+    assert out["roi_indices"].shape == (2, detector.top_k) and out["depth"].shape == (2, detector.top_k, 2)
+    assert torch.isfinite(out["depth"]).all()
+    detections = detector.decode(out, batch["meta"], score_threshold=0.0, top_k=7)
+    assert all(len(d) <= 7 for d in detections)
+    with pytest.raises(Add3dError, match="without targets"):
+        detector.decode(detector(batch["image"], batch["targets"], meta=batch["meta"]), batch["meta"])
+
+
+def test_htl_weights_follow_the_learning_progress():
+    htl = HierarchicalTaskLearning({"a": [], "b": ["a"]}, window=3)
+    assert htl.weight_dict()["b"] == 1.0  # inactive until the trainer calls the hook
+    weights = []
+    a_losses = [10.0, 6.0, 4.0, 3.0, 2.9, 2.85, 2.85, 2.85]
+    for epoch, a in enumerate(a_losses):
+        weights.append(htl.start_epoch(epoch, num_epochs=10))
+        for _ in range(2):
+            htl.record({"a": torch.tensor(a), "b": torch.tensor(5.0)})
+    assert all(w["a"] == 1.0 for w in weights)
+    assert [w["b"] for w in weights[:3]] == [0.0, 0.0, 0.0]  # window not full yet
+    assert weights[3]["b"] == 0.0  # first full window = the reference: progress 0, time factor 0
+    # epoch 4: window (6, 4, 3) drops 3 against the reference 6 -> progress 0.5; t = (4 - 3) / (10 - 3)
+    assert weights[4]["b"] == pytest.approx((1 / 7) ** 0.5, rel=1e-5)
+    later = [w["b"] for w in weights[4:]]
+    assert all(0.0 < b <= 1.0 for b in later)
+    assert later == sorted(later)  # a's loss plateaus and time passes: b's weight only grows
+
+
+def test_htl_state_survives_a_checkpoint():
+    htl = HierarchicalTaskLearning({"a": [], "b": ["a"]}, window=3)
+    for epoch, a in enumerate([5.0, 3.0, 2.0, 1.5]):
+        htl.start_epoch(epoch, 10)
+        htl.record({"a": torch.tensor(a), "b": torch.tensor(1.0)})
+    restored = HierarchicalTaskLearning({"a": [], "b": ["a"]}, window=3)
+    restored.load_state_dict(htl.state_dict())
+    assert restored.start_epoch(4, 10) == htl.start_epoch(4, 10)
+
+
+def test_on_epoch_start_switches_dependent_losses_off_at_first(batch):
+    torch.manual_seed(4)
+    det = build_detector(small_config("gupnet")).train()
+    det.on_epoch_start(0, num_epochs=140)
+    out = det(batch["image"], batch["targets"], meta=batch["meta"])
+    total, parts = det.loss(out, batch["targets"])
+    root = parts["heatmap"] + parts["offset_2d"] + parts["size_2d"]
+    torch.testing.assert_close(total.detach(), root, rtol=1e-5, atol=1e-5)
+    assert float(parts["htl_weight_depth"]) == 0.0
+    det_no_htl = build_detector(small_config("gupnet", gupnet={"htl": False}))
+    assert det_no_htl.task_weighting is None
+
+
+def test_add_student_equals_baseline_and_distillation_step_runs(batch):
+    """Zero inference cost: the ADD student's state dict is the baseline GUPNet's."""
+    from add3d.distill.config import DistillConfig
+    from add3d.distill.wrapper import DistillationModule
+
+    torch.manual_seed(5)
+    cfg = small_config("gupnet")
+    baseline = build_detector(cfg)
+    teacher = build_detector(small_config("gupnet", in_channels=5))
+    module = DistillationModule(build_detector(cfg), teacher, DistillConfig(ffn_channels=32, depth_bins=8))
+    student_state, baseline_state = module.detector.state_dict(), baseline.state_dict()
+    assert list(student_state) == list(baseline_state)
+    assert all(student_state[k].shape == baseline_state[k].shape for k in baseline_state)
+    assert sum(p.numel() for p in module.detector.parameters()) == sum(p.numel() for p in baseline.parameters())
+
+    depth = torch.zeros(2, 1, 96, 320)
+    depth[:, :, 40:70, 100:200] = 15.0
+    full_batch = dict(batch, depth=depth, depth_valid=(depth > 0).float())
+    module.train()
+    loss, logs = module(full_batch)
+    assert torch.isfinite(loss)
+    assert {"distill_response_depth", "distill_response_heading"} <= set(logs)
+    loss.backward()
