@@ -385,3 +385,63 @@ def test_same_seed_gives_identical_models_and_training_steps():
     loss_c, _ = one_step(8)
     assert loss_a == loss_b and loss_a != loss_c
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+# ----- agreement with the data pipeline -----------------------------------------------------------
+
+
+def perfect_outputs(targets: dict, model) -> dict[str, torch.Tensor]:
+    """The head outputs that reproduce ``targets`` exactly at every object's heatmap peak."""
+    batch, classes, h, w = targets["heatmap"].shape
+    out = {name: torch.zeros(batch, c, h, w) for name, c in
+           (("offset_2d", 2), ("size_2d", 2), ("depth", 2), ("offset_3d", 2), ("size_3d", 3), ("heading", 24))}
+    out["heatmap"] = torch.full((batch, classes, h, w), -8.0)
+    for b, m in zip(*torch.nonzero(targets["mask_2d"], as_tuple=True)):
+        y, x = divmod(int(targets["indices"][b, m]), w)
+        cls = int(targets["cls_ids"][b, m])
+        out["heatmap"][b, cls, y, x] = 8.0
+        for name in ("offset_2d", "size_2d", "offset_3d"):
+            out[name][b, :, y, x] = targets[name][b, m]
+        out["depth"][b, 0, y, x] = float(logit(1.0 / (float(targets["depth"][b, m, 0]) + 1.0) - 1e-6))
+        out["size_3d"][b, :, y, x] = targets["size_3d"][b, m] - model.mean_size[cls]
+        heading_bin = int(targets["heading_bin"][b, m])
+        out["heading"][b, heading_bin, y, x] = 8.0
+        out["heading"][b, 12 + heading_bin, y, x] = targets["heading_res"][b, m]
+    return out
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_decoding_the_data_pipelines_targets_gives_back_the_labels(kitti_mini, augment):
+    from add3d.data.config import DataConfig
+    from add3d.data.mono_dataset import build_mono_dataset, collate_batch
+
+    cfg = DataConfig(root=str(kitti_mini), input_size=[192, 640])
+    model = build()
+    checked = {"flipped": 0, "cropped": 0, "plain": 0}
+    for seed in range(4 if augment else 1):
+        dataset = build_mono_dataset(cfg, str(kitti_mini / "ImageSets" / "train.txt"), augment=augment, seed=seed)
+        batch = collate_batch([dataset[i] for i in range(len(dataset))])
+        targets = batch["targets"]
+        outputs = perfect_outputs(targets, model)
+        _, parts = model.loss(outputs, targets)
+        for name in ("offset_2d", "size_2d", "offset_3d", "size_3d"):
+            assert parts[name] < 1e-5, name
+        assert parts["depth"] < 1e-3 and parts["heading"] < 1e-2
+        detections = model.decode(outputs, batch["meta"])
+        for b, found in enumerate(detections):
+            assert len(found) == int(targets["mask_2d"][b].sum())
+            labels = [o for o in dataset.ground_truth(b) if o.cls_type in cfg.classes]
+            for det in found:
+                label = min(labels, key=lambda o: np.abs(o.box2d - det.box2d).max())
+                assert det.cls_type == label.cls_type
+                np.testing.assert_allclose(det.box2d, label.box2d, atol=0.05)
+                assert abs(det.alpha - label.alpha) < 1e-3  # flips are undone
+                np.testing.assert_allclose(det.dims, label.dims, atol=1e-4)
+                if targets["mask_3d"][b].sum() > 0:  # crop-scaled depth targets are not metric
+                    np.testing.assert_allclose(det.location, label.location, atol=5e-3)
+                    assert abs(det.rotation_y - label.rotation_y) < 0.02
+            kind = "flipped" if batch["meta"]["flipped"][b] else "cropped" if batch["meta"]["cropped"][b] else "plain"
+            checked[kind] += len(found)
+    assert sum(checked.values()) > 0
+    if augment:
+        assert checked["flipped"] > 0
