@@ -1,0 +1,338 @@
+"""MonoFlex (Zhang et al., "Objects are Different: Flexible Monocular 3D Object Detection", CVPR 2021).
+
+DLA-34 + DLAUp with deformable convolutions (``model.deformable_neck``), then per-pixel heads read
+at the heatmap peak: FCOS-style 2D box (distances to the left/top/right/bottom edges), 3D-centre
+offset, 10 projected keypoints (8 corners + bottom and top centres) with the uncertainties of the
+3 keypoint depths, 3D size as a log-ratio to the class mean, 4-bin overlapping orientation, and a
+direct depth with its uncertainty.
+
+Why: depth is the weak spot of monocular detection, so MonoFlex estimates it four ways (direct +
+three keypoint-height groups, see :mod:`add3d.models.keypoint_depth`) and averages them weighted by
+their predicted inverse uncertainties; the same weighted uncertainty lowers the score of unsure
+detections. Objects whose projected centre falls outside the image are "truncated": their peak
+sits on the border (``targets["truncated"]``), edge fusion (:mod:`add3d.models.edge_fusion`)
+refines the border outputs and their 3D offset gets a log-scaled loss.
+
+Camera: keypoint depths need the vertical focal length of the *network input* camera, so
+``forward`` keeps ``meta["P2_input"]`` in its outputs for :meth:`loss` and
+:meth:`response_outputs`. Depth targets are ``targets["location"][..., 2]``; 3D losses use
+``mask_3d`` (MonoFlex trains without crop augmentation, where that equals ``mask_2d``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from add3d.data.kitti import Object3D
+from add3d.errors import Add3dError
+from add3d.models.config import ModelConfig
+from add3d.models.decode import back_project, depth_from_logit, feature_to_original, gather_feature, peak_nms, top_k_peaks, wrap_angle
+from add3d.models.detector import MonoDetector, build_trunk
+from add3d.models.edge_fusion import EdgeFusion
+from add3d.models.keypoint_depth import NUM_KEYPOINTS, depth_groups_valid, depths_from_keypoints, modified_visibility, soft_ensemble
+from add3d.models.losses import focal_loss, masked_mean
+from add3d.models.multibin import decode_multibin, multibin_loss
+
+HEATMAP_PRIOR_PROBABILITY = 0.01  # MonoFlex's INIT_P
+
+
+def regression_outputs(orientation_bins: int) -> dict[str, int]:
+    """Regression maps and their channels; each gets its own conv3x3-BN-ReLU trunk (MonoFlex)."""
+    return {
+        "box2d": 4,  # distances (left, top, right, bottom) from the peak, feature pixels (ReLU'd)
+        "offset_3d": 2,  # projected 3D centre - peak
+        "keypoints": 2 * NUM_KEYPOINTS,  # (x, y) of each keypoint relative to the peak
+        "keypoint_uncertainty": 3,  # log-sigma of the 3 keypoint depths
+        "size_3d": 3,  # log(size / class mean), (h, w, l)
+        "orientation": 4 * orientation_bins,  # multi-bin logits + (sin, cos) residuals
+        "depth": 1,  # direct depth logit: depth = 1 / sigmoid(x) - 1
+        "depth_uncertainty": 1,  # log-sigma of the direct depth
+    }
+
+
+def _trunk(in_channels: int, head_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, head_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(head_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+def box_corners(centre: torch.Tensor, dims: torch.Tensor, rotation_y: torch.Tensor) -> torch.Tensor:
+    """Corners ``(..., 8, 3)`` of boxes with geometric ``centre`` (..., 3), dims (h, w, l), yaw (...).
+
+    Same order as :func:`add3d.geometry.boxes.box3d_corners` (which takes the bottom centre).
+    """
+    h, w, l = dims[..., 0:1], dims[..., 1:2], dims[..., 2:3]
+    sx = centre.new_tensor([1, 1, -1, -1, 1, 1, -1, -1]) / 2
+    sy = centre.new_tensor([1, 1, 1, 1, -1, -1, -1, -1]) / 2
+    sz = centre.new_tensor([1, -1, -1, 1, 1, -1, -1, 1]) / 2
+    x, y, z = l * sx, h * sy, w * sz  # (..., 8)
+    c, s = torch.cos(rotation_y)[..., None], torch.sin(rotation_y)[..., None]
+    return torch.stack([c * x + s * z, y, -s * x + c * z], dim=-1) + centre[..., None, :]
+
+
+def giou_loss_ltrb(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - GIoU of boxes given as (left, top, right, bottom) distances from a shared point (FCOS)."""
+    pred_area = (pred[..., 0] + pred[..., 2]) * (pred[..., 1] + pred[..., 3])
+    target_area = (target[..., 0] + target[..., 2]) * (target[..., 1] + target[..., 3])
+    inter_w = torch.minimum(pred[..., 0], target[..., 0]) + torch.minimum(pred[..., 2], target[..., 2])
+    inter_h = torch.minimum(pred[..., 1], target[..., 1]) + torch.minimum(pred[..., 3], target[..., 3])
+    hull_w = torch.maximum(pred[..., 0], target[..., 0]) + torch.maximum(pred[..., 2], target[..., 2])
+    hull_h = torch.maximum(pred[..., 1], target[..., 1]) + torch.maximum(pred[..., 3], target[..., 3])
+    inter = inter_w * inter_h
+    union = pred_area + target_area - inter
+    hull = hull_w * hull_h + 1e-7
+    iou = (inter + 1.0) / (union + 1.0)  # +1 smoothing as in MonoFlex (FCOS)
+    return 1.0 - (iou - (hull - union) / hull)
+
+
+class MonoFlex(MonoDetector):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        options = cfg.monoflex
+        sizes = torch.tensor(cfg.class_mean_sizes(), dtype=torch.float32)
+        if (sizes <= 0).any():
+            raise Add3dError("MonoFlex regresses sizes as ratios to model.mean_size: every class needs positive (h, w, l)")
+        if options.orientation_bins < 2:
+            raise Add3dError(f"model.monoflex.orientation_bins must be >= 2, got {options.orientation_bins}")
+        self.options = options
+        self.depth_range = (float(options.depth_range[0]), float(options.depth_range[1]))
+        self.uncertainty_range = (float(options.uncertainty_range[0]), float(options.uncertainty_range[1]))
+        self.loss_weights = {name: float(weight) for name, weight in options.loss_weights.items()}
+        self.top_k = cfg.top_k
+        self.score_threshold = cfg.score_threshold
+        # Not persistent: the state dict stays that of the network alone (configs carry the means).
+        self.register_buffer("mean_size", sizes, persistent=False)
+
+        self.backbone, self.neck = build_trunk(cfg)
+        self.feature_channels = self.neck.out_channels
+        head_channels = cfg.head_channels
+        self.heatmap_trunk = _trunk(self.feature_channels, head_channels)
+        self.heatmap_out = nn.Conv2d(head_channels, self.num_classes, 1)
+        nn.init.constant_(self.heatmap_out.bias, -math.log(1.0 / HEATMAP_PRIOR_PROBABILITY - 1.0))
+        channels = regression_outputs(options.orientation_bins)
+        self.regression_trunks = nn.ModuleDict({name: _trunk(self.feature_channels, head_channels) for name in channels})
+        self.regression_outs = nn.ModuleDict({name: nn.Conv2d(head_channels, c, 1) for name, c in channels.items()})
+        for name, conv in self.regression_outs.items():
+            if name.endswith("uncertainty"):  # start near log-sigma = 0 (MonoFlex's UNCERTAINTY_INIT)
+                nn.init.xavier_normal_(conv.weight, gain=0.01)
+            nn.init.zeros_(conv.bias)
+        self.edge_fusion = EdgeFusion(head_channels, self.num_classes) if options.edge_fusion else None
+
+    # ----- forward ----------------------------------------------------------------------------------
+    def forward(self, image, targets=None, meta=None) -> dict[str, torch.Tensor]:
+        """Dense outputs (heatmap as logits) + ``features`` (+ ``P2_input`` from ``meta``)."""
+        features = self.extract_features(image)
+        heatmap_features = self.heatmap_trunk(features)
+        outputs = {"features": features, "heatmap": self.heatmap_out(heatmap_features)}
+        offset_features = None
+        for name, trunk in self.regression_trunks.items():
+            trunk_features = trunk(features)
+            outputs[name] = self.regression_outs[name](trunk_features)
+            if name == "offset_3d":
+                offset_features = trunk_features
+        if self.edge_fusion is not None:
+            outputs["heatmap"], outputs["offset_3d"] = self.edge_fusion(
+                heatmap_features, offset_features, outputs["heatmap"], outputs["offset_3d"]
+            )
+        if meta is not None and "P2_input" in meta:
+            outputs["P2_input"] = meta["P2_input"].to(features)
+        return outputs
+
+    # ----- per-object decoding (shared by loss, responses and detection decoding) --------------------
+    def object_predictions(
+        self, outputs: dict[str, torch.Tensor], indices: torch.Tensor, cls_ids: torch.Tensor, P2_input: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Head outputs at flat positions ``indices`` (B x K), turned into metric quantities."""
+        sampled = {name: gather_feature(outputs[name], indices) for name in self.regression_outs}
+        batch, slots = indices.shape
+        low, high = self.uncertainty_range
+        dims = torch.exp(sampled["size_3d"]) * self.mean_size[cls_ids.long().clamp(0, self.num_classes - 1)]
+        direct = depth_from_logit(sampled["depth"][..., 0]).clamp(*self.depth_range)
+        keypoints = sampled["keypoints"].reshape(batch, slots, NUM_KEYPOINTS, 2)
+        focal = P2_input[:, 1, 1].to(dims)[:, None]
+        keypoint_depths = depths_from_keypoints(keypoints, dims[..., 0], focal, self.stride, self.depth_range)
+        log_sigma = torch.cat(
+            [sampled["depth_uncertainty"].clamp(low, high), sampled["keypoint_uncertainty"].clamp(low, high)], dim=-1
+        )
+        all_depths = torch.cat([direct[..., None], keypoint_depths], dim=-1)
+        depth, sigma = soft_ensemble(all_depths, log_sigma)
+        return {
+            "box2d": F.relu(sampled["box2d"]),
+            "offset_3d": sampled["offset_3d"],
+            "keypoints": keypoints,
+            "size_3d": dims,
+            "orientation": sampled["orientation"],
+            "direct_depth": direct,
+            "keypoint_depths": keypoint_depths,
+            "log_sigma": log_sigma,  # (direct, centre, diagonal 02, diagonal 13)
+            "depth": depth,
+            "sigma": sigma,
+        }
+
+    def _camera(self, outputs) -> torch.Tensor:
+        if "P2_input" not in outputs:
+            raise Add3dError(
+                "MonoFlex needs the network-input camera for its keypoint depths: call "
+                "detector(image, targets, meta=batch['meta'])"
+            )
+        return outputs["P2_input"]
+
+    # ----- loss ---------------------------------------------------------------------------------------
+    def loss(self, outputs, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        P2_input = self._camera(outputs)
+        indices = targets["indices"].long()
+        width = outputs["heatmap"].shape[3]
+        preds = self.object_predictions(outputs, indices, targets["cls_ids"], P2_input)
+        mask_2d = targets["mask_2d"] > 0
+        mask_3d = (targets["mask_3d"] > 0) & mask_2d
+        dtype = preds["depth"].dtype
+        centre = torch.stack([indices % width, torch.div(indices, width, rounding_mode="floor")], dim=-1).to(dtype)
+        depth_target = targets["location"][..., 2].to(dtype)
+
+        parts = {"heatmap": focal_loss(outputs["heatmap"], targets["heatmap"])}
+
+        box = targets["box2d"].to(dtype)
+        box_target = torch.cat([centre - box[..., :2], box[..., 2:] - centre], dim=-1)
+        box_valid = mask_2d & (box[..., 2] > box[..., 0]) & (box[..., 3] > box[..., 1])
+        parts["box2d"] = masked_mean(giou_loss_ltrb(preds["box2d"], box_target), box_valid)
+
+        # Direct depth: L1 attenuated by its uncertainty (MonoFlex's L1 depth loss with log-sigma).
+        log_sigma = preds["log_sigma"]
+        depth_error = (preds["direct_depth"] - depth_target).abs()
+        parts["depth"] = masked_mean(depth_error * torch.exp(-log_sigma[..., 0]) + log_sigma[..., 0], mask_3d)
+
+        offset_error = (preds["offset_3d"] - targets["offset_3d"]).abs().sum(dim=-1)
+        truncated = targets["truncated"] > 0
+        parts["offset_3d"] = masked_mean(offset_error, mask_3d & ~truncated)
+        parts["truncated_offset_3d"] = masked_mean(torch.log1p(offset_error), mask_3d & truncated)
+
+        if bool(mask_3d.any()):
+            parts["orientation"] = multibin_loss(
+                preds["orientation"][mask_3d], targets["alpha"][mask_3d].to(dtype), self.options.orientation_bins
+            )
+        else:
+            parts["orientation"] = preds["orientation"].sum() * 0.0
+        parts["size_3d"] = masked_mean((preds["size_3d"] - targets["size_3d"]).abs().sum(dim=-1), mask_3d)
+
+        visible = targets["keypoints_visible"] > 0
+        if self.options.relaxed_keypoint_visibility:
+            visible = modified_visibility(visible)
+        keypoint_weight = (visible & mask_3d[..., None]).to(dtype)
+        keypoint_error = (preds["keypoints"] - targets["keypoints"]).abs().sum(dim=-1)
+        parts["keypoints"] = (keypoint_error * keypoint_weight).sum() / keypoint_weight.sum().clamp(min=1.0)
+
+        # Keypoint depths: groups with all keypoints visible train depth and uncertainty; the others
+        # only learn to report a large uncertainty (their depth is detached), as in MonoFlex.
+        group_valid = depth_groups_valid(visible) & mask_3d[..., None]
+        group_invalid = ~depth_groups_valid(visible) & mask_3d[..., None]
+        keypoint_log_sigma = log_sigma[..., 1:]
+        valid_error = (preds["keypoint_depths"] - depth_target[..., None]).abs()
+        invalid_error = (preds["keypoint_depths"].detach() - depth_target[..., None]).abs()
+        valid_term = (valid_error * torch.exp(-keypoint_log_sigma) + keypoint_log_sigma) * group_valid.to(dtype)
+        invalid_term = invalid_error * torch.exp(-keypoint_log_sigma) * group_invalid.to(dtype)
+        parts["keypoint_depth"] = valid_term.sum() / group_valid.sum().clamp(min=1) + (
+            invalid_term.sum() / group_invalid.sum().clamp(min=1)
+        )
+        parts["ensemble_depth"] = masked_mean((preds["depth"] - depth_target).abs(), mask_3d)
+
+        # Corner loss: the 8 corners of the box built from the ensemble depth, predicted offset,
+        # size and orientation against the ground-truth corners.
+        centre_input = (centre + preds["offset_3d"]) * self.stride
+        centre_3d = back_project(centre_input[..., 0], centre_input[..., 1], preds["depth"], P2_input)
+        alpha = decode_multibin(preds["orientation"], self.options.orientation_bins)
+        rotation_y = alpha + torch.atan2(centre_3d[..., 0], centre_3d[..., 2])
+        predicted_corners = box_corners(centre_3d, preds["size_3d"], rotation_y)
+        size_target = targets["size_3d"].to(dtype)
+        target_centre = targets["location"].to(dtype) - torch.stack(
+            [torch.zeros_like(size_target[..., 0]), size_target[..., 0] / 2, torch.zeros_like(size_target[..., 0])], dim=-1
+        )
+        target_corners = box_corners(target_centre, size_target, targets["rotation_y"].to(dtype))
+        corner_error = (predicted_corners - target_corners).abs().sum(dim=-1).mean(dim=-1)
+        parts["corners"] = masked_mean(corner_error, mask_3d)
+
+        total = sum(self.loss_weights.get(name, 1.0) * value for name, value in parts.items())
+        return total, {name: value.detach() for name, value in parts.items()}
+
+    # ----- response distillation -------------------------------------------------------------------
+    def response_outputs(self, outputs, targets) -> dict[str, torch.Tensor]:
+        """Per-object outputs at ``targets["indices"]`` (B x M x k), metric where MonoFlex decodes them:
+        keypoints, the four depths and their uncertainties, the ensemble depth, sizes, orientation."""
+        preds = self.object_predictions(outputs, targets["indices"].long(), targets["cls_ids"], self._camera(outputs))
+        batch, slots = targets["indices"].shape
+        return {
+            "box2d": preds["box2d"],
+            "offset_3d": preds["offset_3d"],
+            "keypoints": preds["keypoints"].reshape(batch, slots, -1),
+            "size_3d": preds["size_3d"],
+            "orientation": preds["orientation"],
+            "depth": preds["direct_depth"][..., None],
+            "keypoint_depths": preds["keypoint_depths"],
+            "depth_uncertainty": preds["log_sigma"],
+            "ensemble_depth": preds["depth"][..., None],
+        }
+
+    # ----- decoding -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, outputs, meta, score_threshold=None, top_k=None) -> list[list[Object3D]]:
+        """Detections in original-image coordinates. ``score_threshold`` applies to the heatmap score
+        (as in MonoFlex); the reported score is that times ``1 - clamp(sigma, 0.01, 1)``."""
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        top_k = self.top_k if top_k is None else top_k
+        heatmap = torch.sigmoid(outputs["heatmap"].float()).clamp(1e-4, 1.0 - 1e-4)
+        device = heatmap.device
+        peaks = top_k_peaks(peak_nms(heatmap), top_k)
+        float_outputs = {name: outputs[name].float() for name in self.regression_outs}
+        P2_input = torch.as_tensor(meta["P2_input"], dtype=torch.float32, device=device)
+        preds = self.object_predictions(float_outputs, peaks["indices"], peaks["cls_ids"], P2_input)
+        P2 = torch.as_tensor(meta["P2"], dtype=torch.float64, device=device)
+        to_original = torch.as_tensor(meta["input_to_original"], dtype=torch.float64, device=device)
+        size = torch.as_tensor(meta["original_size"], dtype=torch.float64, device=device)  # (width, height)
+
+        centre = torch.stack([peaks["xs"], peaks["ys"]], dim=-1).double()
+        box = preds["box2d"].double()
+        corners = feature_to_original(
+            torch.stack([centre - box[..., :2], centre + box[..., 2:]], dim=2), to_original, self.stride
+        )
+        box2d = torch.cat([corners.amin(dim=2), corners.amax(dim=2)], dim=-1)
+        box2d[..., 0::2] = torch.minimum(box2d[..., 0::2].clamp(min=0), (size[:, 0, None, None] - 1))
+        box2d[..., 1::2] = torch.minimum(box2d[..., 1::2].clamp(min=0), (size[:, 1, None, None] - 1))
+
+        centre_original = feature_to_original(centre + preds["offset_3d"].double(), to_original, self.stride)
+        dims = preds["size_3d"].double()
+        centre_3d = back_project(centre_original[..., 0], centre_original[..., 1], preds["depth"].double(), P2)
+        location = centre_3d.clone()
+        location[..., 1] += dims[..., 0] / 2
+        alpha = decode_multibin(preds["orientation"].double(), self.options.orientation_bins)
+        rotation_y = wrap_angle(alpha + torch.atan2(centre_3d[..., 0], centre_3d[..., 2]))
+        scores = peaks["scores"].double() * (1.0 - preds["sigma"].double().clamp(0.01, 1.0))
+        keep = (peaks["scores"] >= threshold) & torch.isfinite(location).all(dim=-1)
+
+        columns = [t.cpu().numpy() for t in (keep, peaks["cls_ids"], alpha, box2d, dims, location, rotation_y, scores)]
+        results = []
+        for keep_b, cls_b, alpha_b, box_b, dims_b, loc_b, ry_b, score_b in zip(*columns):
+            results.append(
+                [
+                    Object3D(
+                        cls_type=self.classes[int(cls_b[j])],
+                        alpha=float(alpha_b[j]),
+                        box2d=box_b[j],
+                        dims=dims_b[j],
+                        location=loc_b[j],
+                        rotation_y=float(ry_b[j]),
+                        score=float(score_b[j]),
+                    )
+                    for j in range(len(keep_b))
+                    if keep_b[j]
+                ]
+            )
+        return results
+
+
+def build_monoflex(cfg: ModelConfig) -> MonoFlex:
+    return MonoFlex(cfg)

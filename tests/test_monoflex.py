@@ -1,0 +1,248 @@
+"""MonoFlex: heads, edge fusion, keypoint depths + ensemble, multi-bin orientation, losses,
+decoding round trip, ADD compatibility."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from add3d.errors import Add3dError
+from add3d.models import build_detector
+from add3d.models.edge_fusion import border_indices
+from add3d.models.keypoint_depth import depth_groups_valid, depths_from_keypoints, modified_visibility, soft_ensemble
+from add3d.models.multibin import decode_multibin, encode_multibin, multibin_loss
+from detector_scene import (
+    CLASSES,
+    P2_input,
+    assert_same_objects,
+    make_image,
+    make_meta,
+    make_targets,
+    scene_objects,
+    small_config,
+)
+
+torch.set_num_threads(1)
+FEATURE = (24, 80)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    torch.manual_seed(0)
+    return build_detector(small_config("monoflex"))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    objects = scene_objects()
+    return {"image": make_image(2), "targets": make_targets([objects, objects[:2]]), "meta": make_meta(2)}
+
+
+def test_forward_shapes(detector, batch):
+    detector.train()
+    out = detector(batch["image"], batch["targets"], meta=batch["meta"])
+    B = 2
+    assert out["features"].shape == (B, detector.feature_channels, *FEATURE)
+    expected = {"heatmap": 3, "box2d": 4, "offset_3d": 2, "keypoints": 20, "keypoint_uncertainty": 3,
+                "size_3d": 3, "orientation": 16, "depth": 1, "depth_uncertainty": 1}
+    for name, channels in expected.items():
+        assert out[name].shape == (B, channels, *FEATURE), name
+    assert torch.equal(out["P2_input"], batch["meta"]["P2_input"])
+
+
+def test_border_indices_walk_the_border_once():
+    h, w = 5, 7
+    index = border_indices(h, w)
+    assert len(index) == len(set(index.tolist())) == 2 * (h + w) - 4
+    ys, xs = index // w, index % w
+    assert ((ys == 0) | (ys == h - 1) | (xs == 0) | (xs == w - 1)).all()
+    steps = (ys.diff().abs() + xs.diff().abs()).tolist()
+    assert steps == [1] * (len(index) - 1)  # a closed walk: neighbours along the border
+    assert (xs[0], ys[0]) == (0, 0) and (xs[1], ys[1]) == (0, 1)  # MonoFlex: down the left column first
+
+
+def test_edge_fusion_changes_only_border_outputs(batch):
+    torch.manual_seed(1)
+    det = build_detector(small_config("monoflex")).eval()
+    with torch.no_grad():
+        fused = det(batch["image"], meta=batch["meta"])
+        fusion, det.edge_fusion = det.edge_fusion, None
+        plain = det(batch["image"], meta=batch["meta"])
+        det.edge_fusion = fusion
+    for name in ("heatmap", "offset_3d"):
+        difference = (fused[name] - plain[name]).abs().amax(dim=(0, 1))
+        assert difference[1:-1, 1:-1].max() == 0, name
+        border = torch.zeros(FEATURE, dtype=torch.bool)
+        border.view(-1)[border_indices(*FEATURE)] = True
+        assert (difference[border] > 0).all(), name
+    assert torch.equal(fused["keypoints"], plain["keypoints"])
+
+
+def test_keypoint_depths_from_projected_ground_truth():
+    objects = scene_objects()[:3]
+    targets = make_targets([objects])
+    mask = targets["mask_2d"][0] > 0
+    keypoints = targets["keypoints"][0][mask].double()
+    heights = targets["size_3d"][0][mask][:, 0].double()
+    focal = torch.tensor(P2_input()[1, 1], dtype=torch.float64)
+    depths = depths_from_keypoints(keypoints, heights, focal, stride=4)
+    true = targets["location"][0][mask][:, 2].double()
+    # KITTI's P2 has a 2.7 mm offset in its last row: depth + 0.0027 is what heights encode.
+    torch.testing.assert_close(depths, true[:, None].expand(-1, 3) + 0.0027, atol=2e-3, rtol=0)
+
+
+def test_keypoint_visibility_rules():
+    visible = torch.zeros(10, dtype=torch.bool)
+    visible[[0, 2, 4, 6, 8]] = True  # one diagonal fully visible, only the bottom centre
+    assert depth_groups_valid(visible).tolist() == [False, True, False]
+    relaxed = modified_visibility(visible)
+    assert relaxed.tolist() == [True, False, True, False, True, False, True, False, True, True]
+    assert depth_groups_valid(relaxed).tolist() == [True, True, False]
+
+
+def test_soft_ensemble_weights_by_inverse_uncertainty():
+    depths = torch.tensor([[10.0, 20.0]])
+    depth, sigma = soft_ensemble(depths, torch.log(torch.tensor([[1.0, 3.0]])))
+    # weights 1 and 1/3 -> (10 + 20/3) / (4/3) = 12.5; sigma = (1 + 1) / (4/3) = 1.5
+    assert float(depth) == pytest.approx(12.5)
+    assert float(sigma) == pytest.approx(1.5)
+
+
+def test_multibin_round_trip_and_overlap():
+    alphas = torch.linspace(-math.pi, math.pi - 1e-3, 97)
+    positive, residual = encode_multibin(alphas)
+    assert (positive.sum(dim=1) >= 1).all()
+    assert (positive.sum(dim=1) == 2).any()  # near a border two bins are positives
+    best = residual.abs().argmin(dim=1)
+    prediction = torch.zeros(len(alphas), 16)
+    prediction[:, 0:8:2] = 10.0  # every bin "negative" ...
+    prediction[torch.arange(len(alphas)), 2 * best] = -10.0  # ... except the best one
+    prediction[torch.arange(len(alphas)), 2 * best + 1] = 10.0
+    pairs = torch.stack([residual.sin(), residual.cos()], dim=-1)
+    prediction[:, 8:] = pairs.reshape(len(alphas), 8)
+    decoded = decode_multibin(prediction)
+    error = torch.remainder(decoded - alphas + math.pi, 2 * math.pi) - math.pi
+    assert error.abs().max() < 1e-5
+    perfect = prediction.clone()
+    perfect[:, :8] = torch.where(positive.repeat_interleave(2, dim=1).bool(), 1.0, -1.0) * torch.tensor([-20.0, 20.0]).repeat(4)
+    assert float(multibin_loss(perfect, alphas)) < 1e-6
+
+
+def test_loss_finite_backward_and_camera_required(batch):
+    torch.manual_seed(2)
+    det = build_detector(small_config("monoflex")).train()
+    out = det(batch["image"], batch["targets"], meta=batch["meta"])
+    total, parts = det.loss(out, batch["targets"])
+    expected = {"heatmap", "box2d", "depth", "offset_3d", "truncated_offset_3d", "orientation", "size_3d",
+                "corners", "keypoints", "keypoint_depth", "ensemble_depth"}
+    assert set(parts) == expected
+    assert all(torch.isfinite(v) for v in parts.values())
+    assert float(parts["truncated_offset_3d"]) > 0  # the scene's truncated car
+    total.backward()
+    for module in (det.heatmap_trunk, det.regression_trunks, det.regression_outs, det.edge_fusion):
+        assert all(p.grad is not None for p in module.parameters())
+    with pytest.raises(Add3dError, match="camera"):
+        det.loss(det(batch["image"], batch["targets"]), batch["targets"])
+
+
+def test_zero_objects(batch):
+    torch.manual_seed(3)
+    det = build_detector(small_config("monoflex")).train()
+    targets = make_targets([[], []])
+    out = det(batch["image"], targets, meta=batch["meta"])
+    total, parts = det.loss(out, targets)
+    assert torch.isfinite(total)
+    assert all(float(v) == 0.0 for k, v in parts.items() if k != "heatmap")
+    total.backward()
+    assert all(p.grad is not None for p in det.regression_outs.parameters())
+
+
+def _gt_encoded_outputs(det, targets, meta) -> dict[str, torch.Tensor]:
+    """Dense maps holding, at each object's peak, what a perfect MonoFlex would predict."""
+    B, M = targets["indices"].shape
+    h, w = FEATURE
+    mask = targets["mask_2d"] > 0
+    cls = targets["cls_ids"].long()
+    centre = torch.stack([targets["indices"] % w, targets["indices"] // w], dim=-1).float()
+    box = targets["box2d"]
+    positive, residual = encode_multibin(targets["alpha"])
+    orientation = torch.zeros(B, M, 16)
+    orientation[..., 0:8:2] = 10.0 - 20.0 * positive  # (negative, positive) logits of each bin
+    orientation[..., 1:8:2] = 20.0 * positive - 10.0
+    orientation[..., 8:] = torch.stack([residual.sin(), residual.cos()], dim=-1).reshape(B, M, 8)
+    per_object = {
+        "box2d": torch.cat([centre - box[..., :2], box[..., 2:] - centre], dim=-1),
+        "offset_3d": targets["offset_3d"],
+        "keypoints": targets["keypoints"].reshape(B, M, 20),
+        "keypoint_uncertainty": torch.full((B, M, 3), -5.0),
+        "size_3d": torch.log(targets["size_3d"].clamp(min=1e-3) / det.mean_size[cls]),
+        "orientation": orientation,
+        "depth": -torch.log(targets["location"][..., 2:3].clamp(min=1e-3)),  # 1 / sigmoid(x) - 1 = exp(-x)
+        "depth_uncertainty": torch.full((B, M, 1), -5.0),
+    }
+    outputs = {"P2_input": meta["P2_input"]}
+    for name, values in per_object.items():
+        dense = torch.zeros(B, values.shape[-1], h * w)
+        for b in range(B):
+            index = targets["indices"][b][mask[b]]
+            dense[b][:, index] = values[b][mask[b]].T
+        outputs[name] = dense.view(B, -1, h, w)
+    heatmap = torch.full((B, len(CLASSES), h * w), -10.0)
+    for b in range(B):
+        heatmap[b, cls[b][mask[b]], targets["indices"][b][mask[b]]] = 10.0
+    outputs["heatmap"] = heatmap.view(B, len(CLASSES), h, w)
+    return outputs
+
+
+def test_decode_round_trip_recovers_the_labels(detector, batch):
+    objects = scene_objects()
+    outputs = _gt_encoded_outputs(detector, batch["targets"], batch["meta"])
+    detections = detector.decode(outputs, batch["meta"], score_threshold=0.5)
+    assert_same_objects(detections[0], objects)
+    assert_same_objects(detections[1], objects[:2])
+    # score = heatmap (clamped to 1 - 1e-4) x (1 - clamp(sigma = e^-5, 0.01, 1))
+    assert all(d.score == pytest.approx((1 - 1e-4) * 0.99, rel=1e-5) for d in detections[0])
+
+
+def test_gt_encoded_outputs_give_near_zero_geometry_losses(detector, batch):
+    outputs = _gt_encoded_outputs(detector, batch["targets"], batch["meta"])
+    _, parts = detector.loss(outputs, batch["targets"])
+    for name in ("offset_3d", "truncated_offset_3d", "size_3d", "keypoints", "box2d"):
+        assert float(parts[name]) < 1e-4, name
+    assert float(parts["orientation"]) < 1e-3
+    assert float(parts["ensemble_depth"]) < 5e-3
+    assert float(parts["corners"]) < 1e-2
+
+
+def test_add_student_equals_baseline_and_distillation_step_runs(batch):
+    """Zero inference cost: the ADD student's state dict is the baseline MonoFlex's."""
+    from add3d.distill.config import DistillConfig
+    from add3d.distill.wrapper import DistillationModule
+
+    torch.manual_seed(5)
+    cfg = small_config("monoflex")
+    baseline = build_detector(cfg)
+    module = DistillationModule(
+        build_detector(cfg), build_detector(small_config("monoflex", in_channels=5)), DistillConfig(ffn_channels=32, depth_bins=8)
+    )
+    student_state, baseline_state = module.detector.state_dict(), baseline.state_dict()
+    assert list(student_state) == list(baseline_state)
+    assert all(student_state[k].shape == baseline_state[k].shape for k in baseline_state)
+
+    depth = torch.zeros(2, 1, 96, 320)
+    depth[:, :, 40:70, 100:200] = 15.0
+    module.train()
+    loss, logs = module(dict(batch, depth=depth, depth_valid=(depth > 0).float()))
+    assert torch.isfinite(loss)
+    assert {"distill_response_keypoints", "distill_response_ensemble_depth"} <= set(logs)
+    loss.backward()
+
+
+def test_deformable_neck_builds_and_runs():
+    torch.manual_seed(6)
+    det = build_detector(small_config("monoflex", deformable_neck=True)).eval()
+    with torch.no_grad():
+        out = det(torch.randn(1, 3, 64, 128), meta=make_meta(1))
+    assert out["heatmap"].shape == (1, 3, 16, 32) and torch.isfinite(out["heatmap"]).all()
