@@ -11,7 +11,9 @@ Run as a script it trains with that detector (``python engine_helpers.py CONFIG 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +73,13 @@ class TinyDetector(nn.Module):
     stride = 4
     feature_channels = 8
 
-    def __init__(self, num_classes: int = 3, in_channels: int = 3):
+    def __init__(self, num_classes: int = 3, in_channels: int = 3, seed: int = 0):
         super().__init__()
+        with torch.random.fork_rng():  # same initial weights in every process, whatever ran before
+            torch.manual_seed(seed)
+            self._build(num_classes, in_channels)
+
+    def _build(self, num_classes: int, in_channels: int) -> None:
         self.trunk = nn.Sequential(
             nn.Conv2d(in_channels, 8, 3, stride=2, padding=1),
             nn.GroupNorm(2, 8),
@@ -85,6 +92,8 @@ class TinyDetector(nn.Module):
         nn.init.constant_(self.heatmap.bias, -2.0)
 
     def forward(self, image, targets=None, meta=None):
+        if os.environ.get("ADD3D_TEST_STEP_SLEEP"):  # lets the SIGKILL test catch a run mid-epoch
+            time.sleep(float(os.environ["ADD3D_TEST_STEP_SLEEP"]))
         features = self.trunk(image)
         return {"heatmap": self.heatmap(features), "depth": self.depth(features), "features": features}
 
@@ -146,11 +155,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     parser = argparse.ArgumentParser()
-    parser.add_argument("config")
+    parser.add_argument("config", help="YAML config, or 'none' for the defaults")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--resume", default=None)
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(None if args.config == "none" else args.config, args.overrides)
     train(cfg, resume=args.resume, detector=TinyDetector(len(cfg.data.classes)))
     return 0
 
