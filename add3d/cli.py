@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("predict", "add3d.engine.commands.predict", "3D detection on your own images (KITTI txt, optional drawings)"),
     ("export-submission", "add3d.engine.commands.export_submission", "zip test-split predictions for the KITTI server"),
     ("eval-kitti", "add3d.evaluation.kitti_eval", "official KITTI AP (2D/BEV/3D/AOS, R11+R40) of a prediction folder"),
+    ("import-monodle", "add3d.models.import_monodle", "convert a released MonoDLE checkpoint (xinzhuma/monodle) to add3d weights"),
 ]
 
 

@@ -445,3 +445,86 @@ def test_decoding_the_data_pipelines_targets_gives_back_the_labels(kitti_mini, a
     assert sum(checked.values()) > 0
     if augment:
         assert checked["flipped"] > 0
+
+
+# ----- released MonoDLE checkpoints ---------------------------------------------------------------
+
+# Keys of xinzhuma/monodle's CenterNet3D state dict (lib/models/centernet3d.py + lib/backbones/dlaup.py),
+# written down from the public code.
+RELEASE_KEYS = {
+    "backbone.base_layer.0.weight": (16, 3, 7, 7),
+    "backbone.fc.weight": (1000, 512, 1, 1),
+    "backbone.level5.root.conv.weight": (512, 1280, 1, 1),
+    "neck.ida_0.proj_1.conv.weight": (256, 512, 3, 3),
+    "neck.ida_0.proj_1.bn.running_var": (256,),
+    "neck.ida_0.up_1.weight": (256, 1, 4, 4),
+    "neck.ida_0.node_1.conv.weight": (256, 512, 3, 3),
+    "neck.ida_1.proj_2.conv.weight": (128, 256, 3, 3),
+    "neck.ida_1.node_2.bn.weight": (128,),
+    "neck.ida_2.proj_3.conv.weight": (64, 128, 3, 3),
+    "neck.ida_2.up_3.weight": (64, 1, 4, 4),
+    "neck.ida_2.node_3.bn.num_batches_tracked": (),
+    "heatmap.0.weight": (256, 64, 3, 3),
+    "heatmap.2.bias": (3,),
+    "depth.2.weight": (2, 256, 1, 1),
+    "heading.2.bias": (24,),
+    "size_3d.0.bias": (256,),
+}
+RELEASE_NUM_ENTRIES = 342
+
+
+def release_style_state_dict(model) -> dict[str, torch.Tensor]:
+    """Our MonoDLE's weights under the release's names (heatmap channels as Pedestrian, Car, Cyclist)."""
+    import re
+
+    state = {}
+    for key, value in model.state_dict().items():
+        match = re.match(r"neck\.stages\.(\d)\.(projections|nodes|upsamplers)\.(\d)\.(?:(\d)\.)?(.+)", key)
+        if match:
+            stage, part, index, layer, rest = match.groups()
+            part = {"projections": "proj", "nodes": "node", "upsamplers": "up"}[part]
+            layer = {"0": "conv.", "1": "bn.", None: ""}[layer]
+            key = f"neck.ida_{stage}.{part}_{int(index) + 1}.{layer}{rest}"
+        elif key.startswith("heads."):
+            key = key[len("heads.") :]
+            if key.startswith("heatmap.2."):
+                value = value[[1, 0, 2]]
+        state[key] = value
+    state["backbone.fc.weight"] = torch.randn(1000, 512, 1, 1)
+    state["backbone.fc.bias"] = torch.randn(1000)
+    return state
+
+
+def test_released_monodle_checkpoint_converts_and_reproduces_its_outputs(tmp_path):
+    from add3d.cli import main
+    from add3d.engine.checkpoints import read_model_state
+
+    torch.manual_seed(0)
+    original = build_detector(ModelConfig(use_mean_size=False)).eval()
+    with torch.no_grad():
+        for p in original.parameters():
+            p.normal_(0.0, 0.05)
+    release = release_style_state_dict(original)
+    assert len(release) == RELEASE_NUM_ENTRIES
+    assert {k: tuple(release[k].shape) for k in RELEASE_KEYS} == RELEASE_KEYS
+    path = tmp_path / "checkpoint_epoch_140.pth"
+    torch.save({"epoch": 140, "model_state": release, "optimizer_state": None}, path)
+
+    assert main(["import-monodle", str(path), str(tmp_path / "converted.pth")]) == 0
+    converted = build_detector(ModelConfig(use_mean_size=False)).eval()
+    converted.load_state_dict(read_model_state(tmp_path / "converted.pth"))
+    image = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        expected, got = original(image), converted(image)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+    # Single-class configs pick the right heatmap channel; unknown classes and keys are errors.
+    from add3d.models.pretrained import convert_monodle_release
+
+    car_only = convert_monodle_release(release, ["Car"])
+    assert torch.equal(car_only["heads.heatmap.2.bias"], original.state_dict()["heads.heatmap.2.bias"][:1])
+    with pytest.raises(Add3dError, match="not Van"):
+        convert_monodle_release(release, ["Van"])
+    with pytest.raises(Add3dError, match="unexpected key 'mystery.weight'"):
+        convert_monodle_release({**release, "mystery.weight": torch.zeros(1)}, ["Car"])

@@ -4,13 +4,14 @@
 - ``"imagenet"``: the public ImageNet checkpoint of the backbone (downloaded once into the torch
   hub cache, ``$TORCH_HOME/hub/checkpoints``; offline, put the file there by hand);
 - an ``http(s)://`` URL (same cache);
-- a local file path (a raw state dict, or a checkpoint dict holding one under ``model`` or
-  ``state_dict``).
+- a local file path (a raw state dict, or a checkpoint dict holding one under ``model``,
+  ``state_dict`` or ``model_state``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -34,12 +35,14 @@ def _hub_cache_dir() -> Path:
 
 def _unwrap(loaded: object, where: str) -> dict[str, torch.Tensor]:
     if isinstance(loaded, dict):
-        for key in ("model", "state_dict"):
+        for key in ("model", "state_dict", "model_state"):
             if key in loaded and isinstance(loaded[key], dict):
                 loaded = loaded[key]
                 break
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise Add3dError(f"{where}: not a state dict (expected a dict of tensors, or one under 'model'/'state_dict')")
+        raise Add3dError(
+            f"{where}: not a state dict (expected a dict of tensors, or one under 'model', 'state_dict' or 'model_state')"
+        )
     return dict(loaded)
 
 
@@ -105,10 +108,10 @@ def load_widened_state_dict(module: nn.Module, state_dict: dict[str, torch.Tenso
     if first_conv_key not in target:
         raise Add3dError(f"module has no parameter '{first_conv_key}'")
     state_dict = widen_input_conv(state_dict, first_conv_key, target[first_conv_key].shape[1])
-    _load_strict(module, state_dict, "weights")
+    load_strict(module, state_dict, "weights")
 
 
-def _load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
     target = module.state_dict()
     missing = [k for k in target if k not in state_dict and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state_dict if k not in target]
@@ -134,3 +137,44 @@ def load_backbone_weights(backbone: nn.Module, source: str, name: str | None = N
     """
     state_dict = {k: v for k, v in read_state_dict(source, name).items() if not k.startswith(CLASSIFIER_PREFIXES)}
     load_widened_state_dict(backbone, state_dict, backbone.first_conv_key)
+
+
+# ----- released MonoDLE checkpoints (xinzhuma/monodle) ------------------------------------------------
+MONODLE_RELEASE_CLASSES = ("Pedestrian", "Car", "Cyclist")  # heatmap channel order of the release
+_MONODLE_NECK_KEY = re.compile(r"^neck\.ida_(\d+)\.(proj|node|up)_(\d+)\.(?:(conv|bn)\.)?(.+)$")
+_NECK_PARTS = {"proj": "projections", "node": "nodes", "up": "upsamplers"}
+
+
+def convert_monodle_release(state_dict: dict[str, torch.Tensor], classes: list[str]) -> dict[str, torch.Tensor]:
+    """Rename a MonoDLE release state dict (``checkpoint['model_state']``) to this package's MonoDLE.
+
+    The release's heatmap channels are (Pedestrian, Car, Cyclist); they are reordered to
+    ``classes``. The release regresses absolute 3D sizes (``meanshape: False``), so the converted
+    weights need ``model.use_mean_size: false``; its backbone classifier ``fc`` is dropped.
+    """
+    unknown = [name for name in classes if name not in MONODLE_RELEASE_CLASSES]
+    if unknown:
+        raise Add3dError(f"the MonoDLE release detects {', '.join(MONODLE_RELEASE_CLASSES)}; not {', '.join(unknown)}")
+    order = torch.tensor([MONODLE_RELEASE_CLASSES.index(name) for name in classes])
+    converted = {}
+    for key, value in state_dict.items():
+        key = key[len("module.") :] if key.startswith("module.") else key
+        if key.startswith("backbone.fc."):
+            continue
+        if key.startswith("backbone."):
+            converted[key] = value
+            continue
+        match = _MONODLE_NECK_KEY.match(key)
+        if match:
+            stage, part, index, layer, rest = match.groups()
+            position = {"conv": "0.", "bn": "1.", None: ""}[layer]
+            converted[f"neck.stages.{stage}.{_NECK_PARTS[part]}.{int(index) - 1}.{position}{rest}"] = value
+            continue
+        head = key.split(".", 1)[0]
+        if head in ("heatmap", "offset_2d", "size_2d", "depth", "offset_3d", "size_3d", "heading"):
+            if key.startswith("heatmap.2."):
+                value = value[order]
+            converted["heads." + key] = value
+            continue
+        raise Add3dError(f"unexpected key '{key}' in a MonoDLE release checkpoint")
+    return converted
