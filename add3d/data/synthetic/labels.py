@@ -1,9 +1,9 @@
 """KITTI labels computed from the rendered geometry, the way KITTI's annotators defined them.
 
-- 2D box: the extent of the object's *visible* pixels (continuous pixel edges), clipped to the image;
+- 2D box: the extent of the object's *visible* pixels (their centres), clipped to the image;
 - truncation: the fraction of the full projected 3D box's 2D area that lies outside the image;
 - occlusion: from the visible fraction of the object's silhouette inside the image
-  (0: >= 85 %, 1: >= 40 %, 2: >= 10 %; objects less visible than that are not labelled, as in KITTI);
+  (0: >= 90 %, 1: >= 40 %, 2: >= 10 %; objects less visible than that are not labelled, as in KITTI);
 - alpha = rotation_y - atan2(x, z) of the bottom centre, dims / location / rotation_y exact.
 Far road users (scene objects flagged ``dont_care``) become ``DontCare`` regions.
 """
@@ -20,7 +20,7 @@ from add3d.data.synthetic.scene import Scene
 from add3d.geometry.boxes import box3d_corners, project_boxes_to_2d
 from add3d.geometry.calib import normalize_angle
 
-OCCLUSION_LEVELS = (0.85, 0.40, 0.10)  # minimum visible fraction of levels 0, 1, 2
+OCCLUSION_LEVELS = (0.90, 0.40, 0.10)  # minimum visible fraction of levels 0, 1, 2
 MIN_VISIBLE_PIXELS = 4
 MAX_TRUNCATION = 0.9
 
@@ -61,7 +61,9 @@ def make_labels(scene: Scene, rig: Rig, frame: RenderedFrame) -> tuple[list[Obje
         if visible < MIN_VISIBLE_PIXELS:
             continue
         rows, cols = np.nonzero(frame.object_map == index)
-        box2d = np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], dtype=np.float64)
+        # Centres of the extreme pixels: the rasteriser (cv2 fill) also covers pixels whose centre lies
+        # up to about half a pixel outside a polygon, so centres, not pixel edges, are unbiased.
+        box2d = np.array([cols.min(), rows.min(), cols.max(), rows.max()], dtype=np.float64) + 0.5
         box2d[[0, 2]] = np.clip(box2d[[0, 2]], 0, rig.width - 1)
         box2d[[1, 3]] = np.clip(box2d[[1, 3]], 0, rig.height - 1)
         if obj.dont_care:

@@ -106,17 +106,17 @@ def _add_object_parts(parts: _PartList, obj: SceneObject, owner: int, rng: np.ra
     head_h = h * rng.uniform(0.12, 0.14)
     if obj.cls_type == "Pedestrian":
         legs_h = h * rng.uniform(0.45, 0.5)
-        parts.add((legs_h, w * rng.uniform(0.55, 0.75), l), loc, ry, trousers, PED_LEGS, owner)
+        parts.add((legs_h, w, l), loc, ry, trousers, PED_LEGS, owner)  # the stride: the full footprint
         parts.add((h - legs_h - head_h, w, min(l, rng.uniform(0.3, 0.45))), _offset(loc, ry, 0.0, legs_h), ry,
                   shirt, PED_TORSO, owner)
         parts.add((head_h, min(w, 0.22), min(l, 0.24)), _offset(loc, ry, 0.0, h - head_h), ry, skin, PED_HEAD, owner)
         return
-    # Cyclist: a narrow bike the full length, the rider's torso and head above its middle.
+    # Cyclist: the bike spans the footprint (wheels to handlebar ends), the rider's torso and head above it.
     bike_h = h * rng.uniform(0.52, 0.6)
     bike_colour = rng.uniform(0.05, 0.9, size=3)
-    parts.add((bike_h, min(w, rng.uniform(0.12, 0.2)), l), loc, ry, bike_colour, BIKE, owner)
+    parts.add((bike_h, w, l), loc, ry, bike_colour, BIKE, owner)
     torso_l = min(l, rng.uniform(0.35, 0.5))
-    parts.add((h - bike_h - head_h, w, torso_l), _offset(loc, ry, -0.05 * l, bike_h), ry, shirt, PED_TORSO, owner)
+    parts.add((h - bike_h - head_h, w * rng.uniform(0.8, 1.0), torso_l), _offset(loc, ry, -0.05 * l, bike_h), ry, shirt, PED_TORSO, owner)
     parts.add((head_h, min(w, 0.22), min(l, 0.24)), _offset(loc, ry, 0.02 * l, h - head_h), ry, skin, PED_HEAD, owner)
 
 
