@@ -56,7 +56,7 @@ def _line(cls, trunc, occ, alpha, box, dims, loc, ry, score=None, decimals=2):
     return " ".join([cls, *values])
 
 
-def _random_gt(rng):
+def _random_gt(rng, crowded=False):
     cls = GT_CLASSES[rng.choice(len(GT_CLASSES), p=GT_CLASS_P)]
     if cls == "DontCare":
         x1, y1 = rng.uniform(0, 1150), rng.uniform(140, 230)
@@ -64,8 +64,9 @@ def _random_gt(rng):
         return dict(cls=cls, trunc=-1, occ=-1, alpha=-10, box=box, dims=[-1, -1, -1],
                     loc=[-1000, -1000, -1000], ry=-10)
     dims = np.array(MEAN_DIMS[cls]) * rng.uniform(0.85, 1.15, 3)
-    z = rng.uniform(4, 70)
-    loc = np.array([rng.uniform(-0.6, 0.6) * z, rng.uniform(1.4, 2.0), z])
+    z = rng.uniform(8, 14) if crowded else rng.uniform(4, 70)
+    spread = 0.15 if crowded else 0.6
+    loc = np.array([rng.uniform(-spread, spread) * z, rng.uniform(1.4, 2.0), z])
     ry = rng.uniform(-np.pi, np.pi)
     box = _project(loc, dims, ry)
     if rng.random() < 0.1:  # heights right at the difficulty limits (40 / 25 px, and int truncation)
@@ -75,7 +76,7 @@ def _random_gt(rng):
                 occ=int(rng.choice(4, p=[0.5, 0.25, 0.2, 0.05])), alpha=alpha, box=box, dims=dims, loc=loc, ry=ry)
 
 
-def _detections(rng, objects, tied_scores):
+def _detections(rng, objects, tied_scores, noise_scale):
     out = []
     score = (lambda: float(rng.choice([0.3, 0.5, 0.7, 0.9]))) if tied_scores else (lambda: float(rng.random()))
     for obj in objects:
@@ -95,7 +96,7 @@ def _detections(rng, objects, tied_scores):
         if kind < 0.2:
             pass  # exact copy of the GT
         else:
-            noise = rng.uniform(0.02, 0.6)
+            noise = min(rng.exponential(noise_scale), 1.0)
             det["loc"] = obj["loc"] + rng.normal(0, noise, 3) * [0.5, 0.1, 1.5]
             det["dims"] = obj["dims"] * rng.uniform(1 - noise / 3, 1 + noise / 3, 3)
             det["ry"] = obj["ry"] + rng.normal(0, noise)
@@ -106,8 +107,10 @@ def _detections(rng, objects, tied_scores):
         if rng.random() < 0.08:
             det["cls"] = CONFUSION[obj["cls"]]
         out.append(det)
-        if rng.random() < 0.1:  # double detection
-            out.append(dict(det, score=det["score"] * 0.5, loc=det["loc"] + [0.3, 0, 0.5]))
+        if rng.random() < 0.1:  # double detection (sometimes an identical one with the same score)
+            same = rng.random() < 0.3
+            out.append(dict(det, score=det["score"] if same else det["score"] * 0.5,
+                            loc=det["loc"] if same else det["loc"] + [0.3, 0, 0.5]))
     for _ in range(rng.poisson(1.5)):  # false positives, some tiny
         fp = _random_gt(rng)
         if fp["cls"] == "DontCare":
@@ -117,8 +120,15 @@ def _detections(rng, objects, tied_scores):
     return out
 
 
-def write_eval_set(root: str | Path, num_frames: int, seed: int = 0, invalid_alpha: bool = False) -> tuple[Path, Path, Path]:
-    """Write ``root/label_2``, ``root/pred/data`` and ``root/ids.txt``; return (gt_dir, pred_dir, ids)."""
+def write_eval_set(
+    root: str | Path, num_frames: int, seed: int = 0, invalid_alpha: bool = False, crowded: bool = False,
+    noise_scale: float = 0.15,
+) -> tuple[Path, Path, Path]:
+    """Write ``root/label_2``, ``root/pred/data`` and ``root/ids.txt``; return (gt_dir, pred_dir, ids).
+
+    ``crowded`` packs the objects of a frame into a few metres (many overlapping candidates per GT);
+    ``noise_scale`` is the mean relative noise of the non-copied detections.
+    """
     rng = np.random.default_rng(seed)
     root = Path(root)
     gt_dir, pred_dir = root / "label_2", root / "pred" / "data"
@@ -128,13 +138,13 @@ def write_eval_set(root: str | Path, num_frames: int, seed: int = 0, invalid_alp
     for frame_id in ids:
         kind = rng.random()
         num_objects = 0 if kind < 0.03 else int(rng.integers(1, 16))
-        objects = [_random_gt(rng) for _ in range(num_objects)]
+        objects = [_random_gt(rng, crowded) for _ in range(num_objects)]
         (gt_dir / f"{frame_id}.txt").write_text(
             "".join(_line(o["cls"], o["trunc"], o["occ"], o["alpha"], o["box"], o["dims"], o["loc"], o["ry"]) + "\n"
                     for o in objects))
         if rng.random() < 0.03:
             continue  # missing prediction file = no detections
-        dets = [] if rng.random() < 0.03 else _detections(rng, objects, tied_scores=rng.random() < 0.3)
+        dets = [] if rng.random() < 0.03 else _detections(rng, objects, rng.random() < 0.3, noise_scale)
         if invalid_alpha and dets and rng.random() < 0.01:
             dets[0]["alpha"] = -10
         decimals = int(rng.choice([2, 4, 6]))
