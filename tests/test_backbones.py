@@ -148,6 +148,15 @@ def test_offline_download_names_the_cache_file_and_the_cache_is_used(tmp_path, m
     with pytest.raises(Add3dError, match="no ImageNet checkpoint is known for backbone 'dla34_tiny'"):
         read_state_dict("imagenet", "dla34_tiny")
 
+    # Through the config: a 5-channel teacher built with `pretrained: imagenet` from the cache.
+    from add3d.models import ModelConfig, build_detector
+
+    teacher = build_detector(ModelConfig(pretrained="imagenet", in_channels=5, head_channels=8))
+    weights = teacher.state_dict()
+    assert torch.equal(weights["backbone.level5.tree2.conv2.weight"], state["level5.tree2.conv2.weight"])
+    assert torch.equal(weights["backbone.base_layer.0.weight"][:, :3], state["base_layer.0.weight"])
+    assert torch.count_nonzero(weights["backbone.base_layer.0.weight"][:, 3:]) == 0
+
 
 def test_widen_input_conv_pads_with_zeros_and_refuses_to_narrow():
     weight = torch.randn(4, 3, 3, 3)
