@@ -26,6 +26,7 @@ and inference then see the same kind of box), or the ground-truth ``targets["box
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,12 @@ def _roi_head(in_channels: int, head_channels: int, out_channels: int) -> nn.Seq
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
     return head
+
+
+def mirror_alpha_if_flipped(alpha: torch.Tensor, input_to_original: torch.Tensor) -> torch.Tensor:
+    """A mirroring ``input_to_original`` (a flipped input) mirrors the observation angle: pi - alpha."""
+    mirrored = torch.linalg.det(input_to_original[:, :, :2].double()) < 0
+    return torch.where(mirrored[:, None], wrap_angle(math.pi - alpha), alpha)
 
 
 def _sigmoid_scores(heatmap_logits: torch.Tensor) -> torch.Tensor:
@@ -306,19 +313,15 @@ class GUPNet(MonoDetector):
         depth, log_variance = outputs["depth"][..., 0], outputs["depth"][..., 1]
         scores = outputs["roi_scores"] * torch.exp(-torch.exp(0.5 * log_variance))
         boxes = outputs["roi_boxes"].double()
-        box_original = torch.cat(
-            [
-                feature_to_original(boxes[..., :2], to_original, self.stride),
-                feature_to_original(boxes[..., 2:], to_original, self.stride),
-            ],
-            dim=-1,
-        )
+        corners = feature_to_original(torch.stack([boxes[..., :2], boxes[..., 2:]], dim=2), to_original, self.stride)
+        box_original = torch.cat([corners.amin(dim=2), corners.amax(dim=2)], dim=-1)  # robust to a mirroring map
         centre_feature = torch.stack([xs, ys], dim=-1) + outputs["offset_3d"]
         centre_original = feature_to_original(centre_feature.double(), to_original, self.stride)
         dims = (self.mean_size[cls_ids] + outputs["size_3d"]).double()
         centre_3d = back_project(centre_original[..., 0], centre_original[..., 1], depth.double(), P2)
         location = centre_3d + torch.stack([torch.zeros_like(dims[..., 0]), dims[..., 0] / 2, torch.zeros_like(dims[..., 0])], dim=-1)
         alpha = wrap_angle(decode_heading(outputs["heading"].double(), self.num_heading_bins))
+        alpha = mirror_alpha_if_flipped(alpha, to_original)
         rotation_y = wrap_angle(alpha + torch.atan2(centre_3d[..., 0], centre_3d[..., 2]))
 
         detections = []

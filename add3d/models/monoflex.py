@@ -33,6 +33,7 @@ from add3d.models.config import ModelConfig
 from add3d.models.decode import back_project, depth_from_logit, feature_to_original, gather_feature, peak_nms, top_k_peaks, wrap_angle
 from add3d.models.detector import MonoDetector, build_trunk
 from add3d.models.edge_fusion import EdgeFusion
+from add3d.models.gupnet import mirror_alpha_if_flipped
 from add3d.models.keypoint_depth import NUM_KEYPOINTS, depth_groups_valid, depths_from_keypoints, modified_visibility, soft_ensemble
 from add3d.models.losses import focal_loss, masked_mean
 from add3d.models.multibin import decode_multibin, multibin_loss
@@ -309,6 +310,7 @@ class MonoFlex(MonoDetector):
         location = centre_3d.clone()
         location[..., 1] += dims[..., 0] / 2
         alpha = decode_multibin(preds["orientation"].double(), self.options.orientation_bins)
+        alpha = mirror_alpha_if_flipped(alpha, to_original)
         rotation_y = wrap_angle(alpha + torch.atan2(centre_3d[..., 0], centre_3d[..., 2]))
         scores = peaks["scores"].double() * (1.0 - preds["sigma"].double().clamp(0.01, 1.0))
         keep = (peaks["scores"] >= threshold) & torch.isfinite(location).all(dim=-1)
