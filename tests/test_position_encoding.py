@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,7 +14,6 @@ from add3d.distill.position_encoding import (
 )
 from add3d.geometry.calib import Calibration
 
-KITTI_MINI = Path("/work/shared/data/kitti_mini")
 # KITTI-like P2 with the usual non-zero baseline column (so the translation path is exercised).
 P2_KITTI_LIKE = np.array(
     [[721.5377, 0.0, 609.5593, 44.85728], [0.0, 721.5377, 172.854, 0.2163791], [0.0, 0.0, 1.0, 0.002745884]]
@@ -80,12 +77,10 @@ def test_frustum_points_project_back_to_their_pixel_and_match_calibration(calib_
     assert np.allclose(directions, directions[:, :1], atol=1e-6)
 
 
-def test_real_kitti_calibration():
-    calib_file = KITTI_MINI / "training" / "calib" / "000000.txt"
-    if not calib_file.exists():
-        pytest.skip("kitti_mini not available")
+def test_real_kitti_calibration(kitti_mini):
     from add3d.data.kitti import read_calib
 
+    calib_file = kitti_mini / "training" / "calib" / "000000.txt"
     calib = read_calib(calib_file).flipped(1224.0).affine_transformed(np.array([[1.04, 0.0, 3.0], [0.0, 1.04, 0.0]]))
     u = torch.tensor([[10.0, 600.5, 1270.0]], dtype=torch.float64)
     v = torch.tensor([[5.0, 190.0, 380.0]], dtype=torch.float64)

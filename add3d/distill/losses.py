@@ -22,8 +22,8 @@ def foreground_mask(heatmap: Tensor, background_weight: float) -> Tensor:
 
 def feature_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     """L_feat: per-cell MSE (mean over channels) weighted by ``mask``, normalised by the mask sum."""
-    per_cell = (student - teacher).pow(2).mean(dim=1, keepdim=True)
-    return (per_cell * mask).sum() / mask.sum().clamp(min=1e-6)
+    per_cell = (student.float() - teacher.float()).pow(2).mean(dim=1, keepdim=True)
+    return (per_cell * mask.float()).sum() / mask.sum().clamp(min=1e-6)
 
 
 def object_loss(student: Tensor, teacher: Tensor, mask: Tensor, kind: str = "mse") -> Tensor:
@@ -31,14 +31,15 @@ def object_loss(student: Tensor, teacher: Tensor, mask: Tensor, kind: str = "mse
 
     ``kind="mse"``: mean squared error over channels; ``"cosine"``: 1 - cosine similarity.
     """
+    student, teacher = student.float(), teacher.float()  # AMP: reduce in fp32
     if kind == "cosine":
         per_object = 1.0 - F.cosine_similarity(student, teacher, dim=-1, eps=1e-6)
     elif kind == "mse":
         per_object = (student - teacher).pow(2).mean(dim=-1)
     else:
         raise ValueError(f"object loss must be 'mse' or 'cosine', got {kind!r}")
-    mask = mask.to(per_object.dtype)
-    return (per_object * mask).sum() / mask.sum().clamp(min=1.0)
+    real = mask > 0
+    return torch.where(real, per_object, 0.0).sum() / real.sum().clamp(min=1)
 
 
 def heatmap_response_loss(student_logits: Tensor, teacher_logits: Tensor, gaussian: Tensor) -> Tensor:
@@ -47,8 +48,8 @@ def heatmap_response_loss(student_logits: Tensor, teacher_logits: Tensor, gaussi
     ``gaussian`` is the heatmap target (B x C x h x w); its max over classes weights every class
     channel, so the student also learns the teacher's scores for the *other* classes at an object.
     """
-    weight = gaussian.amax(dim=1, keepdim=True)
-    per_cell = (torch.sigmoid(student_logits) - torch.sigmoid(teacher_logits)).pow(2).mean(dim=1, keepdim=True)
+    weight = gaussian.float().amax(dim=1, keepdim=True)
+    per_cell = (torch.sigmoid(student_logits.float()) - torch.sigmoid(teacher_logits.float())).pow(2).mean(dim=1, keepdim=True)
     return (per_cell * weight).sum() / weight.sum().clamp(min=1.0)
 
 
@@ -60,12 +61,18 @@ def regression_response_loss(student: dict[str, Tensor], teacher: dict[str, Tens
     """
     if student.keys() != teacher.keys():
         raise KeyError(f"student and teacher response outputs differ: {sorted(student)} vs {sorted(teacher)}")
-    mask = mask.to(torch.float32)
-    count = mask.sum().clamp(min=1.0)
+    real = mask > 0
     parts: dict[str, Tensor] = {}
     for name in student:
-        s, t = student[name], teacher[name].detach()
-        per_object = (s - t).abs().flatten(2).mean(dim=-1)  # B x M
-        parts[name] = (per_object * mask.to(per_object.dtype)).sum() / count
+        s, t = student[name].float(), teacher[name].detach().float()
+        s, t = s.reshape(*s.shape[:2], -1), t.reshape(*t.shape[:2], -1)
+        # Padded slots may hold anything (even inf from a decoded exp); select, never multiply by 0.
+        # A non-finite teacher value is no target: that object is skipped for this head.
+        # Both sides are zeroed before subtracting so that no NaN can reach the gradient.
+        valid = real & torch.isfinite(t).all(dim=-1)
+        s = torch.where(valid[..., None], s, 0.0)
+        t = torch.where(valid[..., None], t, 0.0)
+        per_object = (s - t).abs().mean(dim=-1)  # B x M
+        parts[name] = per_object.sum() / valid.sum().clamp(min=1)
     total = sum(parts.values()) if parts else mask.new_zeros(())
     return total, parts

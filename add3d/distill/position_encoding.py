@@ -34,6 +34,11 @@ def backproject(P2: Tensor, u: Tensor, v: Tensor, depth: Tensor) -> Tensor:
     including KITTI's baseline column): with P2 = [M | t], ``M X + t = w (u, v, 1)`` gives
     ``X = M^-1 (w p - t)``; the known z fixes ``w = (z + (M^-1 t)_z) / (M^-1 p)_z``.
     """
+    with torch.autocast(device_type=P2.device.type, enabled=False):  # AMP would run einsum in fp16
+        return _backproject_float64(P2, u, v, depth)
+
+
+def _backproject_float64(P2: Tensor, u: Tensor, v: Tensor, depth: Tensor) -> Tensor:
     P2 = P2.to(torch.float64)
     M_inv = torch.linalg.inv(P2[:, :, :3])  # B x 3 x 3
     t = P2[:, :, 3]  # B x 3

@@ -26,40 +26,16 @@ def teacher_model_config(student_model_cfg: Any) -> Any:
     return dataclasses.replace(student_model_cfg, in_channels=TEACHER_IN_CHANNELS, pretrained=None)
 
 
-def widen_input_state(teacher_state: Mapping[str, Tensor], rgb_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Teacher state dict initialised from an RGB network's state dict.
-
-    Every tensor of the same name and shape is copied. A convolution weight that differs only in
-    its input channels (out, 3, k, k) -> (out, 5, k, k) gets the RGB weights in its first channels
-    and zeros in the extra ones. Anything else that does not match is an error, because a silent
-    partial initialisation would make a teacher run quietly worse.
-    """
-    widened: dict[str, Tensor] = {}
-    missing = [name for name in teacher_state if name not in rgb_state]
-    if missing:
-        raise Add3dError(f"RGB weights lack {len(missing)} teacher parameters, e.g. {missing[:3]}")
-    for name, target in teacher_state.items():
-        source = rgb_state[name]
-        if source.shape == target.shape:
-            widened[name] = source.detach().clone().to(target.dtype)
-        elif (
-            source.dim() == 4
-            and target.dim() == 4
-            and source.shape[0] == target.shape[0]
-            and source.shape[2:] == target.shape[2:]
-            and source.shape[1] < target.shape[1]
-        ):
-            weight = torch.zeros_like(target)
-            weight[:, : source.shape[1]] = source.to(target.dtype)
-            widened[name] = weight
-        else:
-            raise Add3dError(f"cannot initialise teacher parameter {name} {tuple(target.shape)} from {tuple(source.shape)}")
-    return widened
-
-
 def init_teacher_from_rgb(teacher: nn.Module, rgb_state: Mapping[str, Tensor]) -> nn.Module:
-    """Load RGB weights into a 5-channel teacher (extra input channels zero). Returns ``teacher``."""
-    teacher.load_state_dict(widen_input_state(teacher.state_dict(), rgb_state), strict=True)
+    """Load RGB weights (a baseline's state dict) into a 5-channel teacher. Returns ``teacher``.
+
+    Every tensor must fit exactly except the first convolution (``teacher.first_conv_key``), whose
+    extra depth/validity input weights start at zero (``add3d.models.pretrained``). A partial
+    initialisation would make a teacher run quietly worse, so any other mismatch is an error.
+    """
+    from add3d.models.pretrained import load_widened_state_dict
+
+    load_widened_state_dict(teacher, dict(rgb_state), teacher.first_conv_key)
     return teacher
 
 
