@@ -151,7 +151,7 @@ class GUPNet(MonoDetector):
         else:
             boxes = self._predicted_boxes(outputs, indices)
         outputs["roi_boxes"] = boxes
-        outputs.update(self._roi_outputs(features, boxes, cls_ids, mask, meta["P2_input"].to(features)))
+        outputs.update(self._roi_outputs(features, boxes, cls_ids, mask, meta["P2_input"].to(device=features.device, dtype=torch.float32)))
         return outputs
 
     def _predicted_boxes(self, outputs: dict[str, torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
@@ -169,14 +169,16 @@ class GUPNet(MonoDetector):
         """Run the ROI heads on the selected slots; outputs are ``B x K x k`` with zeros elsewhere."""
         batch, slots = mask.shape
         dtype, device = features.dtype, features.device
-        result = {
-            "depth": features.new_zeros(batch, slots, 2),  # (depth in metres, log-variance)
-            "depth_geometric": features.new_zeros(batch, slots, 1),
-            "offset_3d": features.new_zeros(batch, slots, 2),
-            "size_3d": features.new_zeros(batch, slots, 3),  # residual from the class mean (h, w, l)
-            "size_3d_log_variance": features.new_zeros(batch, slots, 1),  # of the 3D height
-            "heading": features.new_zeros(batch, slots, 2 * self.num_heading_bins),
+        channels = {
+            "depth": 2,  # (depth in metres, log-variance)
+            "depth_geometric": 1,
+            "offset_3d": 2,
+            "size_3d": 3,  # residual from the class mean (h, w, l)
+            "size_3d_log_variance": 1,  # of the 3D height
+            "heading": 2 * self.num_heading_bins,
         }
+        # float32 even under mixed precision: depths divide by pixel heights and exponentiate.
+        result = {name: torch.zeros(batch, slots, c, device=device) for name, c in channels.items()}
         count = int(mask.sum())
         if count == 0:
             return result
@@ -203,26 +205,26 @@ class GUPNet(MonoDetector):
         one_hot = F.one_hot(selected_cls, self.num_classes).to(dtype)[:, :, None, None].expand(-1, -1, size, size)
         roi_input = torch.cat([roi_features, coordinate_map, one_hot], dim=1)
 
-        size_out = self.roi_heads["size_3d"](roi_input).flatten(1)
+        size_out = self.roi_heads["size_3d"](roi_input).flatten(1).float()
         size_residual, height_log_variance = size_out[:, :3], size_out[:, 3]
         height_3d = self.mean_size[selected_cls, 0] + size_residual[:, 0]
 
-        box_height = ((boxes[..., 3] - boxes[..., 1]) * self.stride)[mask].clamp(min=1.0)
-        focal = P2_input[:, 1, 1][:, None].expand(batch, slots)[mask]
+        box_height = ((boxes[..., 3] - boxes[..., 1]).float() * self.stride)[mask].clamp(min=1.0)
+        focal = P2_input[:, 1, 1].float()[:, None].expand(batch, slots)[mask]
         depth_geometric = height_3d * focal / box_height
         geometric_log_variance = height_log_variance + 2.0 * (torch.log(focal) - torch.log(box_height))
 
-        depth_out = self.roi_heads["depth"](roi_input).flatten(1)
+        depth_out = self.roi_heads["depth"](roi_input).flatten(1).float()
         depth = depth_from_logit(depth_out[:, 0]) + depth_geometric
         depth_log_variance = torch.logsumexp(torch.stack([depth_out[:, 1], geometric_log_variance], dim=1), dim=1)
 
         values = {
             "depth": torch.stack([depth, depth_log_variance], dim=1),
             "depth_geometric": depth_geometric[:, None],
-            "offset_3d": self.roi_heads["offset_3d"](roi_input).flatten(1),
+            "offset_3d": self.roi_heads["offset_3d"](roi_input).flatten(1).float(),
             "size_3d": size_residual,
             "size_3d_log_variance": height_log_variance[:, None],
-            "heading": self.roi_heads["heading"](roi_input).flatten(1),
+            "heading": self.roi_heads["heading"](roi_input).flatten(1).float(),
         }
         for name, value in values.items():
             result[name] = result[name].index_put((mask,), value)

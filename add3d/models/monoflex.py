@@ -142,7 +142,7 @@ class MonoFlex(MonoDetector):
                 heatmap_features, offset_features, outputs["heatmap"], outputs["offset_3d"]
             )
         if meta is not None and "P2_input" in meta:
-            outputs["P2_input"] = meta["P2_input"].to(features)
+            outputs["P2_input"] = meta["P2_input"].to(device=features.device, dtype=torch.float32)
         return outputs
 
     # ----- per-object decoding (shared by loss, responses and detection decoding) --------------------
@@ -150,7 +150,8 @@ class MonoFlex(MonoDetector):
         self, outputs: dict[str, torch.Tensor], indices: torch.Tensor, cls_ids: torch.Tensor, P2_input: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Head outputs at flat positions ``indices`` (B x K), turned into metric quantities."""
-        sampled = {name: gather_feature(outputs[name], indices) for name in self.regression_outs}
+        # Metric decoding in float32 even under mixed precision (exp, divisions by pixel heights).
+        sampled = {name: gather_feature(outputs[name], indices).float() for name in self.regression_outs}
         batch, slots = indices.shape
         low, high = self.uncertainty_range
         dims = torch.exp(sampled["size_3d"]) * self.mean_size[cls_ids.long().clamp(0, self.num_classes - 1)]
