@@ -383,3 +383,24 @@ def test_real_kitti_labels_against_themselves(kitti_mini, tmp_path):
             assert result[cls]["2d"]["R40"][difficulty] == pytest.approx(100 * max(n - 1, 0) / 40)
     _, pred_dir = write_dirs(tmp_path, {}, dt)
     assert evaluate_dirs(labels, pred_dir) == evaluate(gt, {k: read_label(pred_dir / f"{k}.txt") for k in dt})
+
+
+def test_threshold_where_every_detection_is_absorbed_gives_nan_like_the_devkit():
+    # Pass 1: Van g0 takes the higher-scored d1, so Car g1 is found by d2 (the only threshold, 0.5).
+    # Pass 2 at 0.5: g0 takes d2 (better overlap), g1 finds nothing, Van g2 absorbs d1: TP = FP = 0,
+    # precision 0/0. The devkit keeps that NaN at point 0: R11 is NaN, R40 (points 1..40) is 0.
+    g0 = obj("Van", box=(0, 0, 100, 100))
+    g1 = obj("Car", box=(-10, 0, 90, 95), x=5.0)
+    g2 = obj("Van", box=(12, 0, 112, 100), x=10.0)
+    d1 = obj("Car", box=(10, 0, 110, 100), x=20.0, score=0.9)
+    d2 = obj("Car", box=(0, 0, 100, 95), x=30.0, score=0.5)
+    result = evaluate({"000000": [g0, g1, g2]}, {"000000": [d1, d2]}, classes=("Car",), return_curves=True)
+    assert np.isnan(result["curves"]["Car"]["2d"][0][0]) and result["curves"]["Car"]["2d"][0][1] == 0.0
+    assert np.isnan(result["Car"]["2d"]["R11"]).all() and result["Car"]["2d"]["R40"] == [0.0, 0.0, 0.0]
+
+
+def test_empty_inputs():
+    assert evaluate({}, {})["Car"]["3d"] == {"R11": [0.0] * 3, "R40": [0.0] * 3}
+    gt, dt = perfect(3)
+    assert evaluate(gt, {})["Car"]["2d"]["R40"] == [0.0] * 3
+    assert evaluate({k: [] for k in gt}, dt)["Car"]["2d"]["R40"] == [0.0] * 3
