@@ -8,6 +8,8 @@ resumed and multi-process runs reproduce single-process runs exactly.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -168,9 +170,15 @@ class MonoDataset(torch.utils.data.Dataset):
         )
 
 
-def build_mono_dataset(cfg: DataConfig, split: str, augment: bool = False, seed: int = 0) -> MonoDataset:
-    """The dataset of ``split`` (a name in ROOT/ImageSets/ or a path) with the configured depth source."""
+def build_mono_dataset(cfg: DataConfig, split: str, augment: bool = False, seed: int = 0,
+                       with_depth: bool = True) -> MonoDataset:
+    """The dataset of ``split`` (a name in ROOT/ImageSets/ or a path) with the configured depth source.
+
+    ``with_depth=False`` skips the depth maps (e.g. validating an RGB student of an ADD run).
+    """
     cfg.validate()
+    if not with_depth and cfg.depth_source is not None:
+        cfg = dataclasses.replace(cfg, depth_source=None, depth_dir=None)
     frames = KittiDataset(
         cfg.root,
         split,

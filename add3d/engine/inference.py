@@ -18,6 +18,12 @@ from add3d.engine.modules import detector_input
 from add3d.errors import Add3dError
 
 
+def set_threads(threads: int | None) -> None:
+    """Apply ``train.threads`` (None keeps PyTorch's default)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; asking for CUDA without it is a clear error."""
     if name == "auto":

@@ -44,7 +44,14 @@ from add3d.engine.distributed import (
     unwrap_model,
     wrap_model,
 )
-from add3d.engine.inference import evaluate_predictions, flat_metrics, metric_value, predict_loader, resolve_device
+from add3d.engine.inference import (
+    evaluate_predictions,
+    flat_metrics,
+    metric_value,
+    predict_loader,
+    resolve_device,
+    set_threads,
+)
 from add3d.engine.modules import DetectorModule, input_kind
 from add3d.engine.optim import build_optimizer, build_scheduler
 from add3d.engine.seed import capture_rng_state, restore_rng_state, seed_everything
@@ -89,16 +96,13 @@ def _first_conv_channels(state: dict) -> int | None:
 
 def build_training_module(cfg: Config, detector: torch.nn.Module | None = None) -> torch.nn.Module:
     """``DetectorModule`` for baselines / teachers, ADD's ``DistillationModule`` when ``cfg.distill`` is set."""
+    detector = detector if detector is not None else build_detector_from_config(cfg)
     if cfg.distill is not None:
-        from add3d.distill.wrapper import DistillationModule, build_distillation_module
-
-        if detector is None:
-            return build_distillation_module(cfg.model, cfg.distill, cfg.teacher)
         from add3d.distill.teacher import load_teacher
+        from add3d.distill.wrapper import DistillationModule
 
         teacher = load_teacher(cfg.model, cfg.teacher.checkpoint)
         return DistillationModule(detector, teacher, cfg.distill, depth_scale=cfg.teacher.depth_scale)
-    detector = detector if detector is not None else build_detector_from_config(cfg)
     return DetectorModule(detector, input_kind(cfg.model), cfg.teacher.depth_scale)
 
 
@@ -210,6 +214,7 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
 
     ``detector`` replaces ``build_detector(cfg.model)`` (tests use tiny detectors).
     """
+    set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     ctx = init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
@@ -234,7 +239,9 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
         )
     validating = ctx.is_main and cfg.train.eval_every >= 0
     if validating:
-        val_set = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False)
+        # Validation runs the deployable detector: depth maps only if it is a depth teacher.
+        val_set = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False,
+                                     with_depth=input_kind(cfg.model) == "rgbd")
         val_loader = build_loader(val_set, batch_size, cfg.train.workers)
         ground_truth = {frame_id: val_set.ground_truth(i) for i, frame_id in enumerate(val_set.ids)}
 

@@ -41,12 +41,13 @@ def load_detector(cfg, checkpoint: Path, device):
 def predict_split(cfg, checkpoint: Path, split: str, batch_size: int | None = None, device_name: str | None = None):
     """(dataset, detections by frame id) of a split."""
     from add3d.data.mono_dataset import build_mono_dataset
-    from add3d.engine.inference import predict_loader, resolve_device
+    from add3d.engine.inference import predict_loader, resolve_device, set_threads
     from add3d.engine.modules import input_kind
     from add3d.engine.trainer import build_loader
 
+    set_threads(cfg.train.threads)
     device = resolve_device(device_name or cfg.train.device)
-    dataset = build_mono_dataset(cfg.data, split, augment=False)
+    dataset = build_mono_dataset(cfg.data, split, augment=False, with_depth=input_kind(cfg.model) == "rgbd")
     loader = build_loader(dataset, batch_size or cfg.train.batch_size, cfg.train.workers)
     detector = load_detector(cfg, checkpoint, device)
     predictions = predict_loader(detector, loader, device, input_kind(cfg.model), cfg.teacher.depth_scale,

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from add3d.engine.checkpoints import load_checkpoint
     from add3d.engine.commands.evaluate import load_detector
     from add3d.engine.config import config_from_dict, load_config
-    from add3d.engine.inference import resolve_device
+    from add3d.engine.inference import resolve_device, set_threads
     from add3d.engine.modules import detector_input, input_kind
     from add3d.errors import Add3dError
 
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_dict(stored, f"{args.checkpoint} (stored config)", args.overrides)
     if input_kind(cfg.model) != "rgb":
         raise Add3dError("predict runs RGB detectors; this checkpoint is a depth teacher (model.in_channels 5)")
+    set_threads(cfg.train.threads)
     device = resolve_device(args.device or cfg.train.device)
     threshold = cfg.train.score_threshold if args.score_threshold is None else args.score_threshold
     detector = load_detector(cfg, args.checkpoint, device)
