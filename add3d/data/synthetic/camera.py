@@ -82,8 +82,8 @@ def sample_rig_parameters(rng: np.random.Generator) -> dict:
         "cv": cv + rng.uniform(-4, 4),
         "rect_angles": rng.normal(0.0, 0.004, size=3),  # R0_rect: ~0.2 deg, like KITTI's
         "velo_angles": rng.normal(0.0, 0.003, size=3),
-        "road_pitch": rng.normal(0.0, np.radians(0.8)),
-        "road_roll": rng.normal(0.0, np.radians(0.5)),
+        "road_pitch": np.clip(rng.normal(0.0, np.radians(0.5)), -np.radians(1.2), np.radians(1.2)),
+        "road_roll": np.clip(rng.normal(0.0, np.radians(0.4)), -np.radians(1.0), np.radians(1.0)),
         "camera_height": CAMERA_HEIGHT + rng.normal(0.0, 0.03),
     }
 
