@@ -50,7 +50,7 @@ class DistillConfig:
     ffn_channels: int = 256
     dropout: float = 0.0
     class_embedding: bool = True
-    num_classes: int = 3
+    num_classes: int = 3  # class embeddings; the detector's own num_classes wins when it has one
 
     def validate(self) -> None:
         if self.object_loss not in ("mse", "cosine"):

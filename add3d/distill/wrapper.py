@@ -73,7 +73,12 @@ class DistillationModule(nn.Module):
         self.feature_adapter = nn.Conv2d(student_channels, teacher_channels, 1) if cfg.feature_distillation else None
         if cfg.object_distillation:
             self.cross_attention = TargetCrossAttention(
-                student_channels, cfg.num_heads, cfg.ffn_channels, cfg.num_classes, cfg.class_embedding, cfg.dropout
+                student_channels,
+                cfg.num_heads,
+                cfg.ffn_channels,
+                int(getattr(student, "num_classes", cfg.num_classes)),  # the detector knows best
+                cfg.class_embedding,
+                cfg.dropout,
             )
             self.object_adapter = nn.Linear(student_channels, teacher_channels)
         else:
