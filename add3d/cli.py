@@ -14,6 +14,7 @@ import sys
 
 # (command name, module path, one-line help). Order is the order shown by --help.
 COMMANDS: list[tuple[str, str, str]] = [
+    ("demo", "add3d.demo", "the whole pipeline on synthetic data: baseline, teacher, ADD student, report"),
     ("make-depth", "add3d.data.depth_maps", "write teacher depth maps (LiDAR or object-wise) as 16-bit PNG"),
     ("synth", "add3d.data.synthetic", "write synthetic KITTI-format scenes (images, labels, LiDAR, dense depth)"),
     ("show-frame", "add3d.viz.show_frame", "draw a frame's labelled 3D boxes and depth into a PNG"),
