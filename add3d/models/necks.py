@@ -14,7 +14,6 @@ import math
 
 import torch
 from torch import nn
-from torchvision.ops import DeformConv2d
 
 
 def _he_normal_fan_out(weight: torch.Tensor) -> None:
@@ -47,6 +46,8 @@ class DeformableConvBlock(nn.Module):
         self.offset_mask = nn.Conv2d(in_channels, 3 * 9, 3, padding=1, bias=True)
         nn.init.zeros_(self.offset_mask.weight)
         nn.init.zeros_(self.offset_mask.bias)
+        from torchvision.ops import DeformConv2d  # imported here: torchvision takes seconds to import
+
         self.conv = DeformConv2d(in_channels, out_channels, 3, padding=1, bias=False)
         _he_normal_fan_out(self.conv.weight)
         self.bn = nn.BatchNorm2d(out_channels)
