@@ -59,6 +59,7 @@ from add3d.errors import Add3dError
 from add3d.fileio import atomic_write_text
 
 LAST_CHECKPOINT = "checkpoint_last.pth"
+RESERVED_LOG_NAMES = ("loss", "lr", "kind", "epoch", "step", "seconds")
 BEST_CHECKPOINT = "checkpoint_best.pth"
 
 
@@ -182,7 +183,7 @@ def train_step(model, batch, optimizer, scaler, cfg: Config, ctx: DistributedCon
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    names = sorted(logs)
+    names = sorted(name for name in logs if name not in RESERVED_LOG_NAMES)  # the total is reported as loss
     values = torch.stack([loss.detach().float()] + [torch.as_tensor(logs[n], device=loss.device).detach().float() for n in names])
     values = all_reduce_mean(values, ctx).tolist()
     return values[0], dict(zip(names, values[1:]))
