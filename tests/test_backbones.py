@@ -112,6 +112,13 @@ def test_public_style_dla34_checkpoint_loads_strictly(tmp_path):
     assert torch.equal(first[:, :3], state["base_layer.0.weight"])
     assert torch.count_nonzero(first[:, 3:]) == 0
 
+    # The backbone part of a whole detector's checkpoint (add3d layout: {"model": {"backbone.*", ...}}).
+    detector_checkpoint = {"model": {"backbone." + k: v for k, v in state.items()} | {"heads.x.weight": torch.ones(1)}}
+    torch.save(detector_checkpoint, tmp_path / "detector.pth")
+    from_detector = dla34()
+    load_backbone_weights(from_detector, str(tmp_path / "detector.pth"), "dla34")
+    assert torch.equal(from_detector.state_dict()["level4.tree2.root.conv.weight"], state["level4.tree2.root.conv.weight"])
+
 
 def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
     state = public_style_dla34_state_dict()

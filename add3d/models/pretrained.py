@@ -133,9 +133,13 @@ def load_backbone_weights(backbone: nn.Module, source: str, name: str | None = N
     """Load ImageNet (or other) weights into a backbone from models/backbones.py.
 
     The classifier (``fc``) is dropped, and the first conv is widened with zeros when the backbone
-    takes more than 3 input channels.
+    takes more than 3 input channels. A whole detector's checkpoint (keys ``backbone.*``, e.g. an
+    add3d run or a MonoDLE release) gives its backbone part.
     """
-    state_dict = {k: v for k, v in read_state_dict(source, name).items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    state_dict = read_state_dict(source, name)
+    if backbone.first_conv_key not in state_dict and "backbone." + backbone.first_conv_key in state_dict:
+        state_dict = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     load_widened_state_dict(backbone, state_dict, backbone.first_conv_key)
 
 
