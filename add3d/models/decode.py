@@ -93,3 +93,10 @@ def alpha_to_rotation_y(alpha: torch.Tensor, u: torch.Tensor, P2: torch.Tensor) 
     """Observation angle + original-image column of the object centre -> rotation_y (B x K)."""
     fu, cu = P2[:, 0, 0, None], P2[:, 0, 2, None]
     return wrap_angle(alpha + torch.atan2(u - cu.to(u.dtype), fu.to(u.dtype)))
+
+
+def mirror_alpha_if_flipped(alpha: torch.Tensor, input_to_original: torch.Tensor) -> torch.Tensor:
+    """Observation angles ``B x K`` of a mirrored input (flip augmentation: the affine's determinant
+    is negative) expressed in the original image: pi - alpha. Other images pass through."""
+    mirrored = torch.linalg.det(input_to_original[:, :, :2].double()) < 0
+    return torch.where(mirrored[:, None], wrap_angle(math.pi - alpha), alpha)

@@ -7,8 +7,6 @@ exp(-log-variance) multiplies the detection score at test time.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from add3d.data.kitti import Object3D
@@ -19,9 +17,9 @@ from add3d.models.decode import (
     depth_from_logit,
     feature_to_original,
     gather_feature,
+    mirror_alpha_if_flipped,
     peak_nms,
     top_k_peaks,
-    wrap_angle,
 )
 from add3d.models.detector import MonoDetector, build_trunk
 from add3d.models.heading import decode_heading
@@ -126,9 +124,7 @@ class MonoDLE(MonoDetector):
         location = back_project(centre_3d[..., 0], centre_3d[..., 1], depth, P2)
         location[..., 1] += dims[..., 0] / 2.0  # geometric centre -> bottom centre (y points down)
         alpha = decode_heading(sampled["heading"], self.num_heading_bins)
-        # A mirroring input_to_original (flip augmentation) mirrors the observation angle too.
-        mirrored = torch.linalg.det(to_original[:, :, :2].double()) < 0
-        alpha = torch.where(mirrored[:, None], wrap_angle(math.pi - alpha), alpha)
+        alpha = mirror_alpha_if_flipped(alpha, to_original)
         rotation_y = alpha_to_rotation_y(alpha, centre_3d[..., 0], P2)
         scores = peaks["scores"] * confidence
         keep = peaks["scores"] >= score_threshold
