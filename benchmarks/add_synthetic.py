@@ -1,0 +1,124 @@
+"""ADD on the synthetic benchmark: teacher, baseline and ADD student over seeds, plus the ablation.
+
+Every run is `add3d train` with the CPU configs of configs/monodle/ and the SAME budget (epochs,
+batch, input size, schedule) — only the training module differs. Runs whose metrics.json exists are
+skipped, so the script can be stopped and restarted. At the end it prints (and writes to
+OUT/summary.json) the validation Car AP3D|R40 (moderate, and easy/hard) of the last epoch per run and
+mean / std / min / max per group.
+
+    .venv/bin/python -m add3d synth --out /tmp/add_exp/synth --scale 0.25 --frames 1000 --seed 0
+    .venv/bin/python benchmarks/add_synthetic.py --data /tmp/add_exp/synth --out /tmp/add_exp/runs \
+        --seeds 0 1 2 --ablation-seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs" / "monodle"
+ABLATIONS = {
+    "no_feature": "distill.feature_distillation=false",
+    "no_object": "distill.object_distillation=false",
+    "no_response": "distill.response_distillation=false",
+    "no_self_attention": "distill.self_attention=false",
+    "no_position_encoding": "distill.position_encoding=false",
+}
+METRIC = "Car/3d/R40"
+
+
+def train(name: str, config: str, overrides: list[str], out: Path, log_dir: Path) -> dict | None:
+    """Run one training (unless done) and return its metrics.json."""
+    run_dir = out / name
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        command = [sys.executable, "-m", "add3d", "train", str(CONFIGS / config), f"train.out_dir={run_dir}", *overrides]
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(command[2:])}", flush=True)
+        started = time.time()
+        with open(log_dir / f"{name}.log", "w") as log:
+            code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
+        if code != 0 or not metrics.is_file():
+            return None
+    return json.loads(metrics.read_text())
+
+
+def car_ap(summary: dict) -> dict[str, float]:
+    """Car AP3D|R40 easy/moderate/hard of the last validation (flat metric names of the trainer)."""
+    last = summary.get("last_metrics", {})
+    return {level: float(last.get(f"{METRIC}/{level}", float("nan"))) for level in ("easy", "moderate", "hard")}
+
+
+def describe(values: list[float]) -> dict:
+    if not values:
+        return {}
+    return {
+        "mean": round(statistics.fmean(values), 2),
+        "std": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "n": len(values),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="synthetic KITTI root from `add3d synth`")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--ablation-seeds", type=int, nargs="*", default=[0])
+    parser.add_argument("--teacher-seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", default=None, help="group names to run: teacher baseline add ablation")
+    parser.add_argument("overrides", nargs="*", help="extra overrides for EVERY run (same budget), e.g. train.epochs=8")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_dir = args.out / "logs"
+    log_dir.mkdir(exist_ok=True)
+    common = [f"data.root={args.data}", *args.overrides]
+    groups = set(args.only or ["teacher", "baseline", "add", "ablation"])
+    results: dict[str, dict] = {}
+
+    teacher_name = f"teacher_s{args.teacher_seed}"
+    teacher_checkpoint = args.out / teacher_name / "checkpoint_last.pth"
+    if "teacher" in groups or not teacher_checkpoint.is_file():
+        results[teacher_name] = train(teacher_name, "synthetic_teacher.yaml", [*common, f"train.seed={args.teacher_seed}"], args.out, log_dir)
+    student_common = [*common, f"teacher.checkpoint={teacher_checkpoint}"]
+    plan: list[tuple[str, str, list[str]]] = []
+    for seed in args.seeds:
+        if "baseline" in groups:
+            plan.append((f"baseline_s{seed}", "synthetic.yaml", [*common, f"train.seed={seed}"]))
+        if "add" in groups:
+            plan.append((f"add_s{seed}", "synthetic_add.yaml", [*student_common, f"train.seed={seed}"]))
+    if "ablation" in groups:
+        for seed in args.ablation_seeds:
+            for name, switch in ABLATIONS.items():
+                plan.append((f"{name}_s{seed}", "synthetic_add.yaml", [*student_common, switch, f"train.seed={seed}"]))
+    for name, config, overrides in plan:
+        results[name] = train(name, config, overrides, args.out, log_dir)
+
+    # Collect everything present on disk (also runs of earlier invocations).
+    table: dict[str, dict] = {}
+    for metrics in sorted(args.out.glob("*/metrics.json")):
+        table[metrics.parent.name] = car_ap(json.loads(metrics.read_text()))
+    by_group: dict[str, list[float]] = {}
+    for name, ap in table.items():
+        by_group.setdefault(name.rsplit("_s", 1)[0], []).append(ap["moderate"])
+    summary = {
+        "metric": f"{METRIC} (last epoch, validation split)",
+        "runs": table,
+        "moderate_by_group": {group: describe(values) for group, values in sorted(by_group.items())},
+        "failed": sorted(name for name, value in results.items() if value is None),
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+    return 1 if summary["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
