@@ -244,8 +244,8 @@ def evaluate(
     frame_ids = list(gt)
     for frame_id in frame_ids:
         for obj in dt.get(frame_id, []):
-            if obj.score is None:
-                raise Add3dError(f"frame {frame_id}: detection of class {obj.cls_type} has no score")
+            if obj.score is None or not np.isfinite(obj.score):
+                raise Add3dError(f"frame {frame_id}: detection of class {obj.cls_type} has no finite score ({obj.score})")
     gt_arrays = LabelArrays.from_objects([gt[frame_id] for frame_id in frame_ids])
     dt_arrays = LabelArrays.from_objects([dt.get(frame_id, []) for frame_id in frame_ids])
     return evaluate_arrays(gt_arrays, dt_arrays, classes, overlap, return_curves)
@@ -272,22 +272,26 @@ def evaluate_dirs(
 
 
 def _format_values(values) -> str:
-    return " ".join("    -  " if value is None else f"{value:7.2f}" for value in values)
+    return "".join(f"{'-':>9}" if value is None else f"{value:9.2f}" for value in values)
 
 
 def format_table(result: dict) -> str:
-    """A readable table: one row per class and metric, easy/moderate/hard for R40 then R11."""
+    """A readable table: one row per class and metric, easy/moderate/hard for R40 then R11 (percent)."""
     names = {"2d": "2D bbox", "bev": "BEV", "3d": "3D", "aos": "AOS"}
-    header = f"{'class':<11}{'metric':<9}{'AP|R40 easy':>12}{'mod':>8}{'hard':>8}   {'AP|R11 easy':>12}{'mod':>8}{'hard':>8}"
-    lines = [header, "-" * len(header)]
+    columns = ("easy", "mod", "hard")
+    header = (
+        f"{'class':<11}{'metric':<8}"
+        + "".join(f"{'R40 ' + c if c == 'easy' else c:>9}" for c in columns)
+        + "  |"
+        + "".join(f"{'R11 ' + c if c == 'easy' else c:>9}" for c in columns)
+    )
+    lines = ["KITTI AP (%), official devkit semantics", header, "-" * len(header)]
     for cls, metrics in result.items():
         if cls == "curves":
             continue
         for metric in METRICS:
             values = metrics[metric]
-            lines.append(
-                f"{cls:<11}{names[metric]:<9}    {_format_values(values['R40'])}      {_format_values(values['R11'])}"
-            )
+            lines.append(f"{cls:<11}{names[metric]:<8}{_format_values(values['R40'])}  |{_format_values(values['R11'])}")
     return "\n".join(lines)
 
 
