@@ -98,7 +98,7 @@ class MonoFlex(MonoDetector):
         options = cfg.monoflex
         sizes = torch.tensor(cfg.class_mean_sizes(), dtype=torch.float32)
         if (sizes <= 0).any():
-            raise Add3dError("MonoFlex regresses sizes as ratios to model.mean_size: every class needs positive (h, w, l)")
+            raise Add3dError("MonoFlex regresses sizes as ratios to model.mean_size: every class needs positive (h, w, l) and model.use_mean_size: true")
         if options.orientation_bins < 2:
             raise Add3dError(f"model.monoflex.orientation_bins must be >= 2, got {options.orientation_bins}")
         self.options = options
