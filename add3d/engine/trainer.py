@@ -273,7 +273,8 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
     for epoch in range(state.epoch, cfg.train.epochs):
         train_set.set_epoch(epoch)
         sampler.set_epoch(epoch, start_index=state.step_in_epoch * batch_size)
-        if hasattr(detector, "on_epoch_start"):
+        if hasattr(detector, "on_epoch_start") and state.step_in_epoch == 0:
+            # Not again when resuming mid-epoch: the hook already ran (its state is in the checkpoint).
             detector.on_epoch_start(epoch, cfg.train.epochs)
         model.train()
         sums: dict[str, float] = {}
