@@ -405,3 +405,107 @@ def test_empty_inputs():
     gt, dt = perfect(3)
     assert evaluate(gt, {})["Car"]["2d"]["R40"] == [0.0] * 3
     assert evaluate({k: [] for k in gt}, dt)["Car"]["2d"]["R40"] == [0.0] * 3
+
+
+# ------------------------------------------------------------------ brute-force reference (per frame)
+def _reference_curve(gt_frames, dt_frames, cls, metric, difficulty, min_overlap):
+    """The devkit's loops written plainly (frame by frame, threshold by threshold, GT by GT)."""
+    from add3d.geometry.boxes import box2d_iou
+    from add3d.geometry.iou import bev_iou, iou_3d
+
+    min_height, max_occ, max_trunc = [(40, 0, 0.15), (25, 1, 0.30), (25, 2, 0.50)][difficulty]
+    neighbour = {"Car": "Van", "Pedestrian": "Person_sitting"}.get(cls)
+
+    def boxes(objs):
+        return np.array([[*o.location, *o.dims, o.rotation_y] for o in objs]).reshape(-1, 7)
+
+    frames = []
+    for key, gts in gt_frames.items():
+        dts = dt_frames.get(key, [])
+        dcs = [g for g in gts if g.cls_type == "DontCare"]
+        gflag = []
+        for g in gts:
+            hard = g.occlusion > max_occ or g.truncation > max_trunc or g.height_2d <= min_height
+            if g.cls_type == cls and not hard:
+                gflag.append(0)
+            elif g.cls_type == neighbour or g.cls_type == cls:
+                gflag.append(1)
+            else:
+                gflag.append(-1)
+        dflag = [1 if int(abs(d.box2d[3] - d.box2d[1])) < min_height else 0 if d.cls_type == cls else -1 for d in dts]
+        if metric == "2d":
+            ov = box2d_iou(np.array([g.box2d for g in gts]), np.array([d.box2d for d in dts]))
+        else:
+            ov = (bev_iou if metric == "bev" else iou_3d)(boxes(gts), boxes(dts))
+        in_dc = [False] * len(dts)
+        for j, d in enumerate(dts):
+            for c in dcs:  # 2D only: DontCare boxes carry no 3D extent
+                if metric == "2d":
+                    x1, y1 = max(d.box2d[0], c.box2d[0]), max(d.box2d[1], c.box2d[1])
+                    x2, y2 = min(d.box2d[2], c.box2d[2]), min(d.box2d[3], c.box2d[3])
+                    area = (d.box2d[2] - d.box2d[0]) * (d.box2d[3] - d.box2d[1])
+                    if x2 > x1 and y2 > y1 and (x2 - x1) * (y2 - y1) / area > min_overlap:
+                        in_dc[j] = True
+        frames.append((gts, dts, gflag, dflag, ov.reshape(len(gts), len(dts)), in_dc))
+
+    def match(frame, thresh, by_score):
+        gts, dts, gflag, dflag, ov, in_dc = frame
+        used, tp_scores, tp, fp, sim = [False] * len(dts), [], 0, 0, 0.0
+        for i in range(len(gts)):
+            if gflag[i] == -1:
+                continue
+            cands = [j for j in range(len(dts)) if dflag[j] != -1 and not used[j]
+                     and dts[j].score >= thresh and ov[i, j] > min_overlap]
+            if by_score:
+                pick = max(cands, key=lambda j: (dts[j].score, -j), default=None)
+            else:
+                valid = [j for j in cands if dflag[j] == 0]
+                pick = max(valid, key=lambda j: (ov[i, j], -j)) if valid else (cands[0] if cands else None)
+            if pick is None:
+                continue
+            used[pick] = True
+            if gflag[i] == 0 and dflag[pick] == 0:
+                tp += 1
+                tp_scores.append(dts[pick].score)
+                sim += (1 + np.cos(gts[i].alpha - dts[pick].alpha)) / 2
+        fp = sum(1 for j in range(len(dts)) if dflag[j] == 0 and not used[j] and dts[j].score >= thresh and not in_dc[j])
+        return tp_scores, tp, fp, sim
+
+    scores = sorted((s for f in frames for s in match(f, -np.inf, True)[0]), reverse=True)
+    n_gt = sum(flag == 0 for f in frames for flag in f[2])
+    thresholds, current = [], 0.0
+    for i, score in enumerate(scores):
+        left = (i + 1) / n_gt
+        right = (i + 2) / n_gt if i < len(scores) - 1 else left
+        if i < len(scores) - 1 and (right - current) < (current - left):
+            continue
+        thresholds.append(score)
+        current += 1 / 40
+    precision, aos = np.zeros(41), np.zeros(41)
+    for t, thresh in enumerate(thresholds):
+        totals = np.sum([match(f, thresh, False)[1:] for f in frames], axis=0)
+        precision[t] = totals[0] / (totals[0] + totals[1])
+        aos[t] = totals[2] / (totals[0] + totals[1])
+    for t in range(len(thresholds)):
+        precision[t], aos[t] = precision[t:].max(), aos[t:].max()
+    return precision, aos
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_matching_equals_plain_loops(tmp_path, seed):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_speed", Path(__file__).parents[1] / "benchmarks" / "eval_speed.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    gt_dir, pred_dir, _ = generator.write_eval_set(tmp_path, 25, seed=seed, crowded=seed != 1, noise_scale=0.1)
+    gt = {p.stem: read_label(p) for p in sorted(gt_dir.glob("*.txt"))}
+    dt = {p.stem: read_label(p) for p in sorted(pred_dir.glob("*.txt"))}
+    result = evaluate(gt, dt, return_curves=True)
+    for cls, min_overlap in (("Car", 0.7), ("Pedestrian", 0.5)):
+        for metric in ("2d", "bev", "3d"):
+            for difficulty in range(3):
+                precision, aos = _reference_curve(gt, dt, cls, metric, difficulty, min_overlap)
+                np.testing.assert_allclose(result["curves"][cls][metric][difficulty], precision, atol=1e-12)
+                if metric == "2d":
+                    np.testing.assert_allclose(result["curves"][cls]["aos"][difficulty], aos, atol=1e-12)
