@@ -82,6 +82,8 @@ def test_distill_section_enables_add_and_is_validated(tmp_path):
     assert cfg.distill is not None and cfg.distill.pool == 2 and cfg.teacher.checkpoint == "t.pth"
     with pytest.raises(Add3dError, match="teacher.checkpoint"):
         load_config(write(tmp_path / "noteacher.yaml", "distill: {}\ndata:\n  depth_source: lidar\n"))
+    # eval / predict evaluate the student as the plain detector: no teacher needed
+    assert load_config(tmp_path / "noteacher.yaml", training=False).distill is None
     with pytest.raises(Add3dError, match=r"add2\.yaml.*distill\.pool"):
         load_config(write(tmp_path / "add2.yaml", "distill:\n  pool: two\n"))
 

@@ -142,8 +142,12 @@ def parse_override(text: str) -> dict:
     return nested
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read, merge, override and validate a config. ``path=None`` starts from the defaults."""
+def load_config(path: str | Path | None, overrides: list[str] = (), training: bool = True) -> Config:
+    """Read, merge, override and validate a config. ``path=None`` starts from the defaults.
+
+    ``training=False`` (eval / predict) drops the ``distill`` section: an ADD student is evaluated as
+    the plain detector it is, without needing its teacher.
+    """
     schema = OmegaConf.structured(Config)
     if path is not None:
         for source, content in read_config_chain(path):
@@ -154,6 +158,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
         config: Config = OmegaConf.to_object(schema)
     except OmegaConfBaseException as error:
         raise Add3dError(f"{path}: {str(error).splitlines()[0]}") from None
+    if not training:
+        config.distill = None
     validate_config(config, str(path) if path is not None else "<defaults>")
     return config
 

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from add3d.engine.inference import evaluate_predictions, write_predictions
     from add3d.fileio import atomic_write_text
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, training=False)
     split = args.split or cfg.data.val_split
     out = args.out or Path(cfg.train.out_dir) / f"eval_{Path(split).stem}"
     dataset, predictions = predict_split(cfg, args.checkpoint, split, args.batch_size, args.device)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from add3d.engine.commands.evaluate import predict_split
     from add3d.engine.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, training=False)
     split = args.split or cfg.data.test_split
     dataset, predictions = predict_split(cfg, args.checkpoint, split, args.batch_size, args.device)
     write_submission_zip(predictions, dataset.ids, args.out)

@@ -125,11 +125,12 @@ def run(args: argparse.Namespace) -> int:
     from add3d.errors import Add3dError
 
     if args.config is not None:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, args.overrides, training=False)
     else:
         stored = load_checkpoint(args.checkpoint).get("config")
         if not isinstance(stored, dict):
             raise Add3dError(f"{args.checkpoint}: no stored config; pass --config")
+        stored = {**stored, "distill": None}  # an ADD student predicts as the plain detector
         cfg = config_from_dict(stored, f"{args.checkpoint} (stored config)", args.overrides)
     if input_kind(cfg.model) != "rgb":
         raise Add3dError("predict runs RGB detectors; this checkpoint is a depth teacher (model.in_channels 5)")
