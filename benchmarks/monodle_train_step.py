@@ -1,7 +1,8 @@
 """CPU cost of one MonoDLE training step (forward, loss, backward, Adam) per backbone.
 
 Goal for the small CPU options: < 0.5 s per step at batch 8, 96x320, one thread. Prints one JSON
-object: {backbone: {params, head_channels, step_s_median, step_s_min}}.
+object: {backbone: {params, head_channels, step_s_median, step_s_min, step_cpu_s_median}}; the CPU
+time (process time) is the robust figure on a machine shared with other jobs.
 
     .venv/bin/python benchmarks/monodle_train_step.py --backbones dla34_tiny dla34_small resnet18
 """
@@ -57,20 +58,22 @@ def time_steps(backbone: str, head_channels: int, batch: int, height: int, width
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     image = torch.randn(batch, 3, height, width)
     targets = synthetic_targets(batch, height, width)
-    durations = []
+    durations, cpu_times = [], []
     for _ in range(steps + 1):  # the first step warms up allocators
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         total, _ = model.loss(model(image), targets)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         durations.append(time.perf_counter() - start)
-    durations = durations[1:]
+        cpu_times.append(time.process_time() - start_cpu)
+    durations, cpu_times = durations[1:], cpu_times[1:]
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "head_channels": head_channels,
         "step_s_median": round(statistics.median(durations), 4),
         "step_s_min": round(min(durations), 4),
+        "step_cpu_s_median": round(statistics.median(cpu_times), 4),
     }
 
 
