@@ -71,7 +71,7 @@ def read_state_dict(source: str, backbone: str | None = None) -> dict[str, torch
         return _unwrap(loaded, source)
     path = Path(source).expanduser()
     if not path.is_file():
-        raise Add3dError(f"{path}: pretrained weights file not found")
+        raise Add3dError(f"{path}: weights file not found")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
