@@ -63,7 +63,7 @@ def save_examples_figure(root: str | Path, out_path: str | Path, count: int = 6,
         ax.set_title(f"{first.frame_id}: velodyne projected with the calib ({(sparse > 0).sum()} px)", fontsize=9)
     figure.tight_layout()
     with atomic_path(out_path) as tmp:
-        figure.savefig(tmp, dpi=100)
+        figure.savefig(tmp, dpi=80)
     plt.close(figure)
 
 
@@ -134,7 +134,7 @@ def save_stats_figure(root: str | Path, out_path: str | Path, split: str = "trai
         truncated = int(np.sum(np.asarray(stats[cls_type]["truncation"]) > 0.15))
         values = np.append(occlusion, truncated) / max(len(stats[cls_type]["depth"]), 1)
         axes[2].bar(np.arange(4) + offset, values, width=0.27, label=cls_type)
-    axes[2].set_xticks(np.arange(4), ["occlusion 0", "occlusion 1", "occlusion 2", "truncation > 0.15"])
+    axes[2].set_xticks(np.arange(4), ["occl. 0", "occl. 1", "occl. 2", "trunc. > 0.15"])
     axes[2].set_ylabel("share of the class")
     axes[2].set_title("occlusion levels and truncation")
     axes[2].legend()
