@@ -300,7 +300,7 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
                     sums[name] = sums.get(name, 0.0) + value
                 lr = optimizer.param_groups[0]["lr"]
                 bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-                log.write(kind="step", epoch=epoch, step=state.global_step, loss=loss, lr=lr, **logs)
+                log.write(kind="step", epoch=epoch, step=state.global_step, lr=lr, **{**logs, "loss": loss})
                 if writer is not None and state.global_step % max(1, cfg.train.log_every) == 0:
                     writer.add_scalar("train/loss", loss, state.global_step)
                     writer.add_scalar("train/lr", lr, state.global_step)
