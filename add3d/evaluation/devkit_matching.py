@@ -189,14 +189,19 @@ def count_at_thresholds(problem: MatchProblem, thresholds: np.ndarray) -> CurveC
         chosen = np.full((num_t, len(problem.gt_flag)), -1, dtype=np.int64)
         assigned_used = np.zeros_like(active_used)
 
+    # Only GTs with candidate pairs can be matched; the other valid GTs are false negatives throughout.
     gt_valid = problem.gt_flag == 0
+    paired_gt = np.unique(problem.pair_gt[keep])
+    chosen = chosen[:, paired_gt]
     has = chosen >= 0
     safe = np.where(has, chosen, 0)
-    true_positive = has & gt_valid[None, :] & (problem.det_flag[safe] == 0)
+    true_positive = has & gt_valid[paired_gt][None, :] & (problem.det_flag[safe] == 0)
     tp = true_positive.sum(axis=1)
-    fn = (~has & gt_valid[None, :]).sum(axis=1)
-    delta = problem.gt_alpha[None, :] - problem.det_alpha[safe]
-    similarity = np.where(true_positive, (1.0 + np.cos(delta)) / 2.0, 0.0).sum(axis=1)
+    unpaired_valid = np.count_nonzero(gt_valid) - np.count_nonzero(gt_valid[paired_gt])
+    fn = (~has & gt_valid[paired_gt][None, :]).sum(axis=1) + unpaired_valid
+    t_index, g_index = np.nonzero(true_positive)
+    delta = problem.gt_alpha[paired_gt[g_index]] - problem.det_alpha[chosen[t_index, g_index]]
+    similarity = np.bincount(t_index, weights=(1.0 + np.cos(delta)) / 2.0, minlength=num_t)
 
     # False positives: valid, above threshold, unassigned, not inside a DontCare region.
     counted = det_valid & ~problem.det_in_dontcare
