@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -28,8 +29,9 @@ def main() -> None:
 
     cv2.setNumThreads(1)
     from add3d.data.synthetic.camera import build_rig, sample_rig_parameters
-    from add3d.data.synthetic.generate import TAN_HALF_FOV, frame_rngs, generate_dataset, image_size, write_frame
-    from add3d.data.synthetic.generate import SyntheticFrame
+    from add3d.data.synthetic.generate import (
+        TAN_HALF_FOV, SyntheticFrame, frame_rngs, generate_dataset, image_size, write_frame,
+    )
     from add3d.data.synthetic.labels import make_labels
     from add3d.data.synthetic.lidar import scan
     from add3d.data.synthetic.render import render
@@ -54,7 +56,7 @@ def main() -> None:
                 t3 = time.perf_counter()
                 lidar = scan(scene, rig, lidar_rng)
                 t4 = time.perf_counter()
-                write_frame(__import__("pathlib").Path(tmp), f"{index:06d}",
+                write_frame(Path(tmp), f"{index:06d}",
                             SyntheticFrame(rig, scene, rendered, lidar, labels, facts))
                 t5 = time.perf_counter()
                 for name, start, end in (("scene", clock, t1), ("render", t1, t2), ("labels", t2, t3),

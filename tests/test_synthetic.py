@@ -33,7 +33,7 @@ def synth_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def medium_frames():
-    return [synthesize_frame(11, index, *MEDIUM) for index in range(24)]
+    return [synthesize_frame(11, index, *MEDIUM) for index in range(16)]
 
 
 def _points_in_box(rect: np.ndarray, obj, margin: float = 0.05, min_height: float = 0.1) -> np.ndarray:
@@ -92,7 +92,7 @@ def test_lidar_mount_and_ground(synth_root: Path):
 
 
 def test_labels_round_trip_through_files(synth_root: Path):
-    for index in range(8):
+    for index in range(4):
         frame = synthesize_frame(3, index, *MEDIUM)
         written = read_label(synth_root / "training" / "label_2" / f"{index:06d}.txt")
         assert [o.cls_type for o in written] == [o.cls_type for o in frame.labels]
@@ -270,6 +270,9 @@ def test_refusals_and_option_errors(tmp_path: Path):
         generate_dataset(tmp_path / "x", frames=2, val_fraction=1.0, progress=False)
     with pytest.raises(Add3dError, match="--frames"):
         generate_dataset(tmp_path / "x", frames=0, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(Add3dError, match="not a folder"):
+        generate_dataset(tmp_path / "file", frames=1, scale=0.25, progress=False)
     with pytest.raises(Add3dError, match="out of range"):
         image_size(width=10, height=10)
     assert image_size(scale=0.25) == (310, 94) and image_size() == (1242, 375)
