@@ -25,7 +25,7 @@ MAX_DEPTH = 250.0  # beyond this (far ground at the horizon, sky) the dense dept
 FACES_PER_PART = len(BOX_FACES)
 # Outward normals of BOX_FACES in the object frame (rect axes, y down): bottom, top, front, back, right, left.
 LOCAL_FACE_NORMALS = np.array([[0, 1, 0], [0, -1, 0], [1, 0, 0], [-1, 0, 0], [0, 0, -1], [0, 0, 1]], dtype=float)
-FRONT, BACK, RIGHT, LEFT = 2, 3, 4, 5
+TOP, FRONT, BACK, RIGHT, LEFT = 1, 2, 3, 4, 5
 TEXTURE_SIZE = 128
 
 
@@ -159,9 +159,9 @@ def _paint_parts(scene: S.Scene, part: np.ndarray, face: np.ndarray, points: np.
     paint(bike & front & (ay > 0.55) & (ay < 0.8), (1.0, 1.0, 0.9), True)
     paint(bike & back & (ay > 0.45) & (ay < 0.7), (0.9, 0.05, 0.05), True)
     building = kind == S.BUILDING
-    window = building & (np.mod(qx, 3.2) > 0.9) & (np.mod(qx, 3.2) < 2.3) & (np.mod(up, 3.0) > 1.0) & (up > 1.0)
-    window |= building & (np.mod(qz, 3.2) > 0.9) & (np.mod(qz, 3.2) < 2.3) & (np.mod(up, 3.0) > 1.0) & (up > 1.0) & (
-        (face == FRONT) | back)
+    storeys = building & (up > 1.0) & (np.mod(up, 3.0) > 1.0) & (face != TOP)  # not on the roof
+    window = storeys & side & (np.mod(qx, 3.2) > 0.9) & (np.mod(qx, 3.2) < 2.3)
+    window |= storeys & (front | back) & (np.mod(qz, 3.2) > 0.9) & (np.mod(qz, 3.2) < 2.3)
     albedo[window] = albedo[window] * 0.3 + 0.05
     tree = kind == S.TREE
     albedo[tree] *= rng.uniform(0.6, 1.3, size=(int(tree.sum()), 1))
