@@ -208,12 +208,13 @@ def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2
         "",
         "Car, official overlap 0.7 and loose 0.5:",
         "",
-        results_table(table_results, "Car", overlaps=("0.7", "0.5"), train_seconds=train_seconds),
+        results_table(table_results, "Car", overlaps=("0.7", "0.5"), train_seconds=train_seconds,
+                      overlap_labels=("IoU 0.7", "IoU 0.5")),
         "",
     ]
     for cls in ("Pedestrian", "Cyclist"):
-        lines += [f"{cls} (official 0.5 and loose 0.25 overlaps, columns labelled by the Car overlap):", "",
-                  results_table(table_results, cls, overlaps=("0.7", "0.5")), ""]
+        lines += [f"{cls} (the official overlap for this class, 0.5, and the loose one, 0.25):", "",
+                  results_table(table_results, cls, overlaps=("0.7", "0.5"), overlap_labels=("IoU 0.5", "IoU 0.25")), ""]
     lines += ["## Verdict", "", verdict, "", "## Pictures", ""]
     for caption, path in figures:
         lines += [f"**{caption}**", "", f"![{caption}]({path})", ""]

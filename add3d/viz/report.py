@@ -62,20 +62,21 @@ def plot_side_by_side(image: np.ndarray, P2: np.ndarray, ground_truth: Sequence,
     plt = _pyplot()
     rows = len(predictions)
     aspect = image.shape[0] / image.shape[1]
-    figure, axes = plt.subplots(rows, 2, figsize=(13, max(2.6, 9 * aspect) * rows),
-                                gridspec_kw={"width_ratios": [3.2, 1]}, squeeze=False)
+    figure, axes = plt.subplots(rows, 2, figsize=(14, (10 * aspect + 1.2) * rows),
+                                gridspec_kw={"width_ratios": [3.0, 1.2]}, squeeze=False)
     for row, (model, detections) in enumerate(predictions.items()):
         picture = draw_boxes3d(image, ground_truth, P2, color=(255, 255, 255), thickness=1)
         picture = draw_boxes3d(picture, detections, P2, thickness=2)
         axes[row, 0].imshow(picture)
         axes[row, 0].set_title(f"{model}: predictions (colour) vs ground truth (white)", fontsize=9)
         axes[row, 0].axis("off")
-        plot_bev(axes[row, 1], ground_truth, color="black", label="ground truth", linestyle="--")
-        plot_bev(axes[row, 1], detections, color="tab:red", label=model)
+        plot_bev(axes[row, 1], ground_truth, color="black", label="ground truth", linestyle="--", x_range=(-20, 20))
+        plot_bev(axes[row, 1], detections, color="tab:red", label=model, x_range=(-20, 20))
         axes[row, 1].legend(fontsize=7, loc="upper right")
         axes[row, 1].set_title("bird's-eye view", fontsize=9)
     if title:
         figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
     _save(figure, out_path)
 
 
@@ -98,15 +99,17 @@ def plot_teacher_input(image: np.ndarray, depth: np.ndarray, out_path: Path, tit
 
 
 def results_table(results: dict[str, dict], cls: str = "Car", metrics: Sequence[str] = ("3d", "bev"),
-                  overlaps: Sequence[str] = ("0.7", "0.5"), train_seconds: dict[str, float] | None = None) -> str:
+                  overlaps: Sequence[str] = ("0.7", "0.5"), train_seconds: dict[str, float] | None = None,
+                  overlap_labels: Sequence[str] | None = None) -> str:
     """Markdown table: one row per model, AP|R40 easy/moderate/hard per metric and overlap.
 
-    ``results[model][overlap][cls][metric]["R40"]`` holds the three values (percent).
+    ``results[model][overlap][cls][metric]["R40"]`` holds the three values (percent);
+    ``overlap_labels`` names the overlaps in the header (default: the keys themselves).
     """
     header = ["model"]
-    for overlap in overlaps:
+    for overlap, label in zip(overlaps, overlap_labels or overlaps):
         for metric in metrics:
-            header.append(f"AP{metric.upper()}\\|R40 @{overlap} (E / M / H)")
+            header.append(f"AP{metric.upper()}\\|R40 @{label} (E / M / H)")
     if train_seconds:
         header.append("train time")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

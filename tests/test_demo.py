@@ -1,0 +1,40 @@
+"""`add3d demo --quick` end to end: data, three trainings, evaluation and the report's files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from add3d.evaluation.kitti_eval import evaluate_dirs
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_an_honest_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    completed = subprocess.run([sys.executable, "-m", "add3d", "demo", "--quick", "--out", str(out)],
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "report:" in completed.stdout
+    results = json.loads((out / "results.json").read_text())
+    models = ["baseline (RGB)", "teacher (RGB + depth)", "ADD student (RGB)"]
+    assert set(models) <= set(results)
+    # every number in the report is the evaluator's on the predictions the demo wrote
+    recomputed = evaluate_dirs(out / "data/training/label_2", out / "add/predictions",
+                               ids=out / "data/ImageSets/val.txt", overlap="loose")
+    assert results["ADD student (RGB)"]["3d@0.5"]["Car"]["R40"] == pytest.approx(recomputed["Car"]["3d"]["R40"])
+    for model in models:
+        for key in ("3d@0.7", "bev@0.7", "3d@0.5", "bev@0.5"):
+            values = results[model][key]["Car"]["R40"]
+            assert len(values) == 3 and all(0.0 <= v <= 100.0 for v in values)
+    report = (out / "report.md").read_text()
+    for model in models:
+        assert f"| {model} |" in report
+    assert "add3d train configs/monodle/synthetic_add.yaml" in report and "teacher.checkpoint=" in report
+    for picture in ("figures/pr_car.png", "figures/teacher_input.png"):
+        assert (out / picture).stat().st_size > 10_000 and picture in report
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5 and "<table>" in html
