@@ -205,6 +205,9 @@ def test_htl_state_survives_a_checkpoint():
     restored = HierarchicalTaskLearning({"a": [], "b": ["a"]}, window=3)
     restored.load_state_dict(htl.state_dict())
     assert restored.start_epoch(4, 10) == htl.start_epoch(4, 10)
+    # A new run (epoch 0) initialised from these weights starts its statistics afresh.
+    assert restored.start_epoch(0, 10) == {"a": 1.0, "b": 0.0}
+    assert int(restored.history_length) == 0 and not bool(restored.has_first_drop)
 
 
 def test_on_epoch_start_switches_dependent_losses_off_at_first(batch):

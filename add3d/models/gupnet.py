@@ -106,7 +106,8 @@ class GUPNet(MonoDetector):
         self.top_k = cfg.top_k
         self.score_threshold = cfg.score_threshold
         self.loss_weights = {term: float(cfg.loss_weights.get(term, 1.0)) for term in TASK_PREREQUISITES}
-        self.register_buffer("mean_size", torch.tensor(cfg.class_mean_sizes(), dtype=torch.float32))
+        # Not persistent: the state dict stays that of the network (+ HTL statistics); configs carry the means.
+        self.register_buffer("mean_size", torch.tensor(cfg.class_mean_sizes(), dtype=torch.float32), persistent=False)
 
         self.heads = build_heads(
             self.feature_channels, cfg.head_channels, {"heatmap": self.num_classes, "offset_2d": 2, "size_2d": 2}

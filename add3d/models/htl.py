@@ -16,7 +16,8 @@ Until the window is full (the first ``window`` epochs) dependent tasks have weig
 Interface: the detector calls :meth:`record` with its loss terms on every training step and the
 trainer calls ``detector.on_epoch_start(epoch, num_epochs)``, which calls :meth:`start_epoch`.
 If the trainer never calls it, HTL stays inactive (all weights 1), so a plain trainer still trains
-every head. The statistics are buffers, so they are saved in checkpoints and resuming keeps them.
+every head. The statistics are buffers, so they are saved in checkpoints and resuming keeps them;
+epoch 0 starts from scratch, so weights used to initialise another run bring no stale statistics.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class HierarchicalTaskLearning(nn.Module):
         self.register_buffer("has_first_drop", torch.zeros((), dtype=torch.bool))
         self.register_buffer("active", torch.zeros((), dtype=torch.bool))
 
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Forget all statistics (HTL inactive again until the next :meth:`start_epoch`)."""
+        for name, buffer in self.named_buffers():
+            buffer.fill_(1 if name == "weights" else 0)
+
     def weight_dict(self) -> dict[str, torch.Tensor]:
         return {term: self.weights[i] for i, term in enumerate(self.terms)}
 
@@ -63,6 +70,8 @@ class HierarchicalTaskLearning(nn.Module):
     @torch.no_grad()
     def start_epoch(self, epoch: int, num_epochs: int) -> dict[str, float]:
         """Close the previous epoch's statistics and set the weights for ``epoch`` (0-based)."""
+        if epoch == 0:  # a new run (possibly initialised from another run's weights)
+            self.reset()
         if dist.is_available() and dist.is_initialized():  # every rank must weight the same way
             dist.all_reduce(self.epoch_sum)
             dist.all_reduce(self.epoch_steps)
