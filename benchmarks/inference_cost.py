@@ -4,7 +4,7 @@ For every detector that ``add3d.models.build_detector`` knows, build the baselin
 student in ADD's DistillationModule (all adapters on), export the student exactly as the trainer
 does (``module.detector.state_dict()``) and load it strictly into a new baseline-config detector.
 Then measure parameters, forward FLOPs (torch's FlopCounterMode; 1 multiply-add = 2 FLOPs) and CPU
-latency of both. Prints one JSON object: {detector: {baseline_params, student_params,
+latency of both (``*_ms`` = CPU time of this process, robust on a shared machine; ``*_wall_ms`` too). Prints one JSON object: {detector: {baseline_params, student_params,
 baseline_gflops, student_gflops, baseline_ms, student_ms, same_state_dict_keys}}.
 
     .venv/bin/python benchmarks/inference_cost.py --backbone dla34 --input-size 384 1280
@@ -61,14 +61,20 @@ def forward_flops(model: torch.nn.Module, image: torch.Tensor, meta: dict) -> in
 
 
 @torch.no_grad()
-def forward_ms(model: torch.nn.Module, image: torch.Tensor, meta: dict, repeats: int) -> float:
+def forward_ms(model: torch.nn.Module, image: torch.Tensor, meta: dict, repeats: int) -> tuple[float, float]:
+    """Median (CPU-time ms, wall-clock ms) of a forward pass.
+
+    CPU time of this process is the robust number on a shared machine (wall clock includes waiting
+    for other people's jobs); with --threads 1 both agree on an idle machine.
+    """
     model(image, meta=meta)  # warm-up (allocator, lazy init)
-    times = []
+    cpu, wall = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start_cpu, start_wall = time.process_time(), time.perf_counter()
         model(image, meta=meta)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+        cpu.append((time.process_time() - start_cpu) * 1000.0)
+        wall.append((time.perf_counter() - start_wall) * 1000.0)
+    return statistics.median(cpu), statistics.median(wall)
 
 
 def measure(name: str, backbone: str, height: int, width: int, repeats: int) -> dict | None:
@@ -87,13 +93,17 @@ def measure(name: str, backbone: str, height: int, width: int, repeats: int) -> 
     image = torch.randn(1, 3, height, width)
     meta = make_meta(height, width)
     adapter_params = sum(p.numel() for n, p in module.named_parameters() if not n.startswith(("detector.", "teacher.")))
+    baseline_cpu, baseline_wall = forward_ms(baseline, image, meta, repeats)
+    student_cpu, student_wall = forward_ms(exported, image, meta, repeats)
     return {
         "baseline_params": count_parameters(baseline),
         "student_params": count_parameters(exported),
         "baseline_gflops": round(forward_flops(baseline, image, meta) / 1e9, 3),
         "student_gflops": round(forward_flops(exported, image, meta) / 1e9, 3),
-        "baseline_ms": round(forward_ms(baseline, image, meta, repeats), 1),
-        "student_ms": round(forward_ms(exported, image, meta, repeats), 1),
+        "baseline_ms": round(baseline_cpu, 1),  # CPU time per forward (see forward_ms)
+        "student_ms": round(student_cpu, 1),
+        "baseline_wall_ms": round(baseline_wall, 1),
+        "student_wall_ms": round(student_wall, 1),
         "same_state_dict_keys": list(baseline.state_dict()) == list(exported.state_dict()),
         "training_only_adapter_params": adapter_params,
     }

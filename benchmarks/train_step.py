@@ -4,7 +4,8 @@ A step = forward, loss, backward and an Adam update of everything trainable, exa
 trainer does (minus data loading). The ADD step additionally runs the frozen teacher forward (no
 grad) and the training-only adapters (3D-PE, 3D-SA, TCA). Target: ADD step <= 1.6 x baseline step.
 The batch comes from the real data pipeline: kitti_mini frames with augmentation and LiDAR depth,
-repeated to the batch size. Prints one JSON object per detector with median step times in ms.
+repeated to the batch size. Prints one JSON object per detector with median step times in ms of
+CPU time of this process (wall clock on a shared machine mostly measures the other jobs).
 
     .venv/bin/python benchmarks/train_step.py --detectors monodle --backbone dla34_tiny --batch 8 --input-size 96 320
 """
@@ -42,13 +43,13 @@ def time_steps(module: torch.nn.Module, batch: dict, steps: int, warmup: int = 2
     optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     times = []
     for index in range(warmup + steps):
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: robust against other jobs on a shared machine
         loss, _ = module(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if index >= warmup:
-            times.append((time.perf_counter() - start) * 1000.0)
+            times.append((time.process_time() - start) * 1000.0)
     return statistics.median(times)
 
 
