@@ -296,13 +296,14 @@ def format_table(result: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gt", required=True, type=Path, help="ground-truth label folder (label_2)")
-    parser.add_argument("--pred", required=True, type=Path, help="prediction folder (one <id>.txt per frame)")
-    parser.add_argument("--ids", type=Path, default=None, help="ids file (e.g. ImageSets/val.txt); default all GT files")
-    parser.add_argument("--classes", nargs="+", default=list(CLASSES), choices=list(CLASSES), help="classes to evaluate")
+    parser.add_argument("--gt", required=True, type=Path, metavar="LABEL_DIR", help="ground-truth label folder (label_2)")
+    parser.add_argument("--pred", required=True, type=Path, metavar="PRED_DIR", help="prediction folder (one <id>.txt per frame)")
+    parser.add_argument("--ids", type=Path, default=None, metavar="IDS_FILE", help="ids file (e.g. ImageSets/val.txt); default all GT files")
+    parser.add_argument("--classes", nargs="+", default=list(CLASSES), choices=list(CLASSES), metavar="CLASS",
+                        help="classes to evaluate (Car Pedestrian Cyclist)")
     parser.add_argument("--overlap", choices=sorted(MIN_OVERLAP), default="default",
                         help="default: 0.7/0.5/0.5; loose: BEV/3D at 0.5/0.25/0.25")
-    parser.add_argument("--json", type=Path, default=None, help="write the AP values (percent) to this JSON file")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="write the AP values (percent) to this JSON file")
 
 
 def run(args: argparse.Namespace) -> int:
