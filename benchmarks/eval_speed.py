@@ -122,12 +122,13 @@ def _detections(rng, objects, tied_scores, noise_scale):
 
 def write_eval_set(
     root: str | Path, num_frames: int, seed: int = 0, invalid_alpha: bool = False, crowded: bool = False,
-    noise_scale: float = 0.15,
+    noise_scale: float = 0.15, two_d_only: float = 0.0,
 ) -> tuple[Path, Path, Path]:
     """Write ``root/label_2``, ``root/pred/data`` and ``root/ids.txt``; return (gt_dir, pred_dir, ids).
 
     ``crowded`` packs the objects of a frame into a few metres (many overlapping candidates per GT);
-    ``noise_scale`` is the mean relative noise of the non-copied detections.
+    ``noise_scale`` is the mean relative noise of the non-copied detections; a ``two_d_only`` fraction
+    of the detections is written without 3D box (KITTI's ``-1 -1 -1 -1000 -1000 -1000`` placeholders).
     """
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -147,6 +148,9 @@ def write_eval_set(
         dets = [] if rng.random() < 0.03 else _detections(rng, objects, rng.random() < 0.3, noise_scale)
         if invalid_alpha and dets and rng.random() < 0.01:
             dets[0]["alpha"] = -10
+        for det in dets:
+            if rng.random() < two_d_only:
+                det.update(dims=[-1, -1, -1], loc=[-1000, -1000, -1000], ry=-10, trunc=-1, occ=-1)
         decimals = int(rng.choice([2, 4, 6]))
         (pred_dir / f"{frame_id}.txt").write_text(
             "".join(_line(d["cls"], d["trunc"], d["occ"], d["alpha"], d["box"], d["dims"], d["loc"], d["ry"],

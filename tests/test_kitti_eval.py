@@ -509,3 +509,18 @@ def test_vectorised_matching_equals_plain_loops(tmp_path, seed):
                 np.testing.assert_allclose(result["curves"][cls][metric][difficulty], precision, atol=1e-12)
                 if metric == "2d":
                     np.testing.assert_allclose(result["curves"][cls]["aos"][difficulty], aos, atol=1e-12)
+
+
+def test_two_d_only_result_files(tmp_path):
+    # KITTI's convention for detections without a 3D box: h w l = -1, x y z = -1000. The devkit then
+    # evaluates 2D (and AOS) only; BEV/3D are skipped, which we report as 0.
+    gt, dt = perfect(41)
+    gt_dir, pred_dir = write_dirs(tmp_path, gt, dt)
+    for path in pred_dir.glob("*.txt"):
+        fields = path.read_text().split()
+        fields[8:15] = ["-1", "-1", "-1", "-1000", "-1000", "-1000", "-10"]
+        path.write_text(" ".join(fields) + "\n")
+    result = evaluate_dirs(gt_dir, pred_dir)
+    assert result["Car"]["2d"]["R40"] == pytest.approx([100.0] * 3)
+    assert result["Car"]["aos"]["R40"] == pytest.approx([100.0] * 3)
+    assert result["Car"]["bev"]["R40"] == [0.0] * 3 and result["Car"]["3d"]["R11"] == [0.0] * 3

@@ -23,7 +23,7 @@ import numpy as np
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
 from add3d.evaluation.devkit_matching import MatchProblem, average_precision, precision_curves
-from add3d.evaluation.label_arrays import LabelArrays, list_frame_ids, read_label_dir
+from add3d.evaluation.label_arrays import INVALID_COORDINATE, LabelArrays, list_frame_ids, read_label_dir
 from add3d.geometry.iou import bev_intersection_pairs, height_overlap_pairs
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
@@ -43,7 +43,6 @@ MIN_OVERLAP = {
     "loose": {"2d": (0.7, 0.5, 0.5), "bev": (0.5, 0.25, 0.25), "3d": (0.5, 0.25, 0.25)},
 }
 NEIGHBOUR_CLASS = {"car": "van", "pedestrian": "person_sitting"}  # ignored, never false negatives
-INVALID_COORDINATE = -1000.0  # the devkit's "no 3D box" placeholder
 INVALID_ALPHA = -10.0  # a single detection with this alpha switches AOS off (as in the devkit)
 
 

@@ -18,6 +18,8 @@ import numpy as np
 from add3d.data.kitti import KITTI_CLASSES, Object3D, parse_label_line, read_split
 from add3d.errors import Add3dError, DataFormatError
 
+INVALID_COORDINATE = -1000.0  # KITTI's "no 3D box" placeholder
+
 
 @dataclass
 class LabelArrays:
@@ -91,15 +93,25 @@ _COLUMNS = ("frame", "cls_type", "truncation", "occlusion", "alpha", "box2d", "d
 
 
 def _prediction_line(text: str) -> str:
-    """The devkit reads a detection's truncation and occlusion fields as "trash"; many tools write
-    ``-1 -1`` there. Neutralise them (when numeric) so only the fields the evaluation uses are checked."""
+    """Neutralise the parts of a result line that the devkit accepts but does not use.
+
+    * truncation and occlusion: read as "trash" by the devkit; many tools write ``-1 -1`` there.
+    * 2D-only detections: the KITTI convention ``-1 -1 -1 -1000 -1000 -1000`` for (h, w, l, x, y, z).
+      Accepted as written (the devkit skips BEV/3D for them; in BEV a DontCare placeholder even
+      absorbs them, both being unit squares at -1000).
+    Non-numeric fields are left alone so that parse_label_line names them.
+    """
     fields = text.split()
-    if len(fields) == 16:
-        try:
-            if all(np.isfinite(float(value)) for value in fields[1:3]):
-                fields[1:3] = ["0", "0"]
-        except ValueError:
-            pass  # not a number: parse_label_line names the bad field
+    if len(fields) != 16:
+        return text
+    try:
+        numbers = [float(value) for value in fields[1:]]
+    except ValueError:
+        return text
+    if all(np.isfinite(numbers[0:2])):
+        fields[1:3] = ["0", "0"]
+    if numbers[10:13] == [INVALID_COORDINATE] * 3:  # only for validation; the values are kept
+        fields[8:11] = [value if float(value) >= 0 else "0" for value in fields[8:11]]
     return " ".join(fields)
 
 
@@ -133,11 +145,6 @@ def _strict_rows(path: str, text: str, prediction: bool) -> list[Object3D]:
         for line_no, line in enumerate(text.splitlines(), start=1)
         if line.strip()
     ]
-
-
-def _object_row(obj: Object3D) -> list[float]:
-    score = np.nan if obj.score is None else obj.score
-    return [obj.truncation, obj.occlusion, obj.alpha, *obj.box2d, *obj.dims, *obj.location, obj.rotation_y, score]
 
 
 def read_label_dir(directory: str | Path, ids: list[str], prediction: bool) -> LabelArrays:
@@ -196,12 +203,10 @@ def read_label_dir(directory: str | Path, ids: list[str], prediction: bool) -> L
     if not prediction:
         numbers = np.concatenate([numbers, np.full((len(numbers), 1), np.nan)], axis=1)
     bad = np.flatnonzero(~_line_ok(names, numbers, prediction))
-    first_row = np.r_[0, np.cumsum(rows_per_file)]
     for file_index in np.unique(file_of_row[bad]):
-        # Raises if the file is malformed; otherwise our vectorised check was stricter: take its values.
-        objects = _strict_rows(*files[file_index], prediction)
-        lo = first_row[file_index]
-        numbers[lo : lo + len(objects)] = [_object_row(obj) for obj in objects]
+        # Raises if the file is malformed. If it passes, the line uses a tolerated convention (see
+        # _prediction_line) and the values as written are kept: the devkit evaluates them as written.
+        _strict_rows(*files[file_index], prediction)
     if prediction:
         numbers[:, 0:2] = 0.0  # unused by the evaluation (see _prediction_line)
     frame = np.repeat(np.array(frame_of_file, dtype=np.int64), rows_per_file)
