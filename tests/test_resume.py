@@ -64,6 +64,11 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(fake_root, tmp_
 
     summary = train(load_config(None, overrides(fake_root, out)), resume=out / LAST_CHECKPOINT, detector=TinyDetector())
     assert summary["steps"] == 9 and summary["epochs"] == 3
+    # The log reads like one run: steps logged after the checkpoint and before the kill are not repeated.
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, 10))
+    reference_log = [json.loads(line) for line in (reference_out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in records if r["kind"] == "step"] == [r["loss"] for r in reference_log if r["kind"] == "step"]
     resumed = load_checkpoint(out / LAST_CHECKPOINT)
     assert resumed["model"].keys() == reference["model"].keys()
     for name, value in reference["model"].items():
@@ -85,6 +90,10 @@ def test_resume_restores_counters_schedule_and_rng(fake_root, tmp_path):
     assert torch.equal(torch.get_rng_state(), checkpoint["rng"]["torch"])
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "step" for r in log) == 3
+    # A fresh run in the same folder starts a fresh log.
+    train(load_config(None, overrides(fake_root, tmp_path) + ["train.epochs=1"]), detector=TinyDetector())
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "step"] == [1, 2, 3]
 
 
 def test_resume_from_a_missing_or_foreign_file_is_a_clear_error(fake_root, tmp_path):

@@ -208,6 +208,24 @@ class JsonLog:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
+    def rewind(self, state: TrainState | None) -> None:
+        """Start afresh (``None``), or keep only what happened up to a resumed checkpoint, so a run
+        killed after its last checkpoint does not log those steps twice."""
+        if self.path is None or not self.path.is_file():
+            return
+        kept = []
+        if state is not None:
+            for line in self.path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line torn by the kill
+                if record.get("kind") == "step" and record.get("step", 0) <= state.global_step:
+                    kept.append(line)
+                elif record.get("kind") in ("epoch", "val") and record.get("epoch", 0) < state.epoch:
+                    kept.append(line)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
 
 # ----- the loop -----------------------------------------------------------------------------------
 def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Module | None = None) -> dict:
@@ -257,6 +275,7 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
         state = restore_checkpoint(resume, module, optimizer, scheduler, scaler)
         if ctx.is_main:
             print(f"resumed from {resume}: epoch {state.epoch}, step {state.step_in_epoch} of the epoch")
+    log.rewind(state if resume is not None else None)
     model = wrap_model(module, ctx, device, cfg.train.sync_batchnorm, cfg.train.find_unused_parameters)
     detector = unwrap_model(model).detector
     writer = None
