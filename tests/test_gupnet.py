@@ -280,3 +280,24 @@ def test_decoding_the_data_pipelines_targets_gives_back_the_labels(kitti_mini, a
     assert sum(checked.values()) > 0
     if augment:
         assert checked["flipped"] > 0 and checked["cropped"] > 0
+
+
+CONFIGS = ("kitti", "synthetic", "teacher_lidar", "teacher_object", "add", "synthetic_teacher", "synthetic_add")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_configs_load_and_synthetic_ones_build(name):
+    from pathlib import Path
+
+    from add3d.engine.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "gupnet" / f"{name}.yaml")
+    assert cfg.model.name == "gupnet" and cfg.model.gupnet.htl
+    assert cfg.model.in_channels == (5 if "teacher" in name else 3)
+    assert (cfg.distill is not None) == name.endswith("add")
+    if name in ("kitti", "teacher_lidar", "add"):  # GUPNet's published schedule
+        assert (cfg.optim.name, cfg.optim.lr, cfg.train.batch_size, cfg.train.epochs) == ("adam", 1.25e-3, 32, 140)
+        assert list(cfg.schedule.milestones) == [90, 120] and cfg.schedule.gamma == 0.1
+    if name.startswith("synthetic"):
+        detector = build_detector(cfg.model)
+        assert detector.in_channels == cfg.model.in_channels

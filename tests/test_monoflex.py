@@ -281,3 +281,26 @@ def test_decoding_the_data_pipelines_targets_gives_back_the_labels(kitti_mini, a
     assert sum(checked.values()) > 0
     if augment:
         assert checked["flipped"] > 0
+
+
+CONFIGS = ("kitti", "synthetic", "teacher_lidar", "teacher_object", "add", "synthetic_teacher", "synthetic_add")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_configs_load_and_synthetic_ones_build(name):
+    from pathlib import Path
+
+    from add3d.engine.config import load_config
+    from add3d.models.config import MONOFLEX_LOSS_WEIGHTS
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "monoflex" / f"{name}.yaml")
+    assert cfg.model.name == "monoflex" and cfg.data.keep_outside_centres
+    assert cfg.model.in_channels == (5 if "teacher" in name else 3)
+    assert (cfg.distill is not None) == name.endswith("add")
+    assert cfg.model.monoflex.loss_weights == MONOFLEX_LOSS_WEIGHTS
+    if name in ("kitti", "teacher_lidar", "add"):  # MonoFlex's published schedule
+        assert (cfg.optim.name, cfg.optim.lr, cfg.train.batch_size, cfg.train.epochs) == ("adamw", 3e-4, 8, 100)
+        assert list(cfg.schedule.milestones) == [80, 90] and cfg.model.deformable_neck
+    if name.startswith("synthetic"):
+        detector = build_detector(cfg.model)
+        assert detector.in_channels == cfg.model.in_channels
