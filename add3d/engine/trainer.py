@@ -357,7 +357,7 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
     if writer is not None:
         writer.close()
     summary = {"out_dir": str(out_dir), "best_metric": state.best_metric, "best_metric_name": cfg.train.best_metric,
-               "last_metrics": last_metrics, "epochs": state.epoch, "steps": state.global_step}
+               "last_metrics": last_metrics, "epochs": state.epoch, "steps": state.global_step, "rank": ctx.rank}
     if ctx.is_main:
         atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2, default=float))
     return summary

@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from add3d.engine.config import load_config
+    from add3d.engine.distributed import shutdown_distributed
     from add3d.engine.trainer import LAST_CHECKPOINT, train
     from add3d.errors import Add3dError
 
@@ -28,7 +29,11 @@ def run(args: argparse.Namespace) -> int:
         resume = Path(cfg.train.out_dir) / LAST_CHECKPOINT
         if not resume.is_file():
             raise Add3dError(f"--resume: no {LAST_CHECKPOINT} in {cfg.train.out_dir} to continue from")
-    summary = train(cfg, resume=resume)
-    print(f"done: {summary['epochs']} epochs, {summary['steps']} steps; best {summary['best_metric_name']} = "
-          f"{summary['best_metric']:.2f}; outputs in {summary['out_dir']}")
+    try:
+        summary = train(cfg, resume=resume)
+    finally:
+        shutdown_distributed()
+    if summary["rank"] == 0:
+        print(f"done: {summary['epochs']} epochs, {summary['steps']} steps; best {summary['best_metric_name']} = "
+              f"{summary['best_metric']:.2f}; outputs in {summary['out_dir']}")
     return 0
