@@ -136,6 +136,7 @@ def build_targets(
         if not (centre_z[0] > 0 and np.all(np.isfinite(centre_uv))):
             continue
         centre = centre_uv[0] / stride
+        # floor, not int(): MonoDLE's int() truncation puts centres in (-1, 0) on column/row 0.
         integer = np.floor(centre).astype(np.int64)
         outside = not (0 <= integer[0] < w and 0 <= integer[1] < h)
         if outside and not options.keep_outside_centres:
