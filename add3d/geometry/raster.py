@@ -6,17 +6,25 @@ pixel on a polygon is found exactly by intersecting the pixel's viewing ray with
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
 from add3d.geometry.boxes import BOX_FACES, _clip_polygon_near
 
 
+@functools.lru_cache(maxsize=64)
+def _inverse_camera(P2_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(M^-1, camera centre) of P2 = [M | t]; cached because a frame rasterises many polygons."""
+    P2 = np.frombuffer(P2_bytes, dtype=np.float64).reshape(3, 4)
+    M_inv = np.linalg.inv(P2[:, :3])
+    return M_inv, -M_inv @ P2[:, 3]
+
+
 def _camera_rays(P2: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ray origin (3,) and directions (N,3) in the rect frame, scaled so direction z == 1."""
-    M, t = P2[:, :3], P2[:, 3]
-    M_inv = np.linalg.inv(M)
-    origin = -M_inv @ t
+    M_inv, origin = _inverse_camera(np.ascontiguousarray(P2, dtype=np.float64).tobytes())
     directions = np.stack([u, v, np.ones_like(u)], axis=1) @ M_inv.T
     directions = directions / directions[:, 2:3]
     return origin, directions
@@ -54,8 +62,9 @@ def rasterize_polygon_depth(
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return
-    normal = np.cross(polygon[1] - polygon[0], polygon[2] - polygon[0])
-    norm = np.linalg.norm(normal)
+    a, b = polygon[1] - polygon[0], polygon[2] - polygon[0]
+    normal = np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+    norm = float(np.sqrt(normal @ normal))
     if norm < 1e-12:
         return
     normal /= norm
