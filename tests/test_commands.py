@@ -102,3 +102,17 @@ def test_predict_errors_are_clear(trained, tmp_path, capsys):
     code = main(["predict", "--checkpoint", str(tmp_path / "none.pth"), "--images", str(image),
                  "--calib", str(bad), "--out", str(tmp_path / "o")])
     assert code == 2 and "checkpoint not found" in capsys.readouterr().err
+
+
+def test_same_seed_same_weights(trained, tmp_path):
+    """The real detector (BatchNorm, augmentation, shuffling) trains bit-identically twice on CPU."""
+    import torch
+
+    from add3d.engine.checkpoints import load_checkpoint
+
+    _, out, overrides = trained
+    again = [o for o in overrides if not o.startswith("train.out_dir=")] + [f"train.out_dir={tmp_path}"]
+    assert main(["train", str(CONFIG), *again]) == 0
+    first = load_checkpoint(out / "checkpoint_last.pth")["model"]
+    second = load_checkpoint(tmp_path / "checkpoint_last.pth")["model"]
+    assert all(torch.equal(first[name], second[name]) for name in first)
