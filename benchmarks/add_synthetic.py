@@ -86,7 +86,14 @@ def main() -> int:
 
     teacher_name = f"teacher_s{args.teacher_seed}"
     teacher_checkpoint = args.out / teacher_name / "checkpoint_last.pth"
-    if "teacher" in groups or not teacher_checkpoint.is_file():
+    teacher_done = args.out / teacher_name / "metrics.json"
+    needs_teacher = bool(groups & {"add", "ablation"})
+    if not teacher_done.is_file() and needs_teacher and "teacher" not in groups and (args.out / teacher_name).is_dir():
+        # Another invocation is training the teacher: wait for it instead of training a second one.
+        print(f"waiting for {teacher_done}", flush=True)
+        while not teacher_done.is_file():
+            time.sleep(30)
+    if "teacher" in groups or (needs_teacher and not teacher_done.is_file()):
         results[teacher_name] = train(teacher_name, "synthetic_teacher.yaml", [*common, f"train.seed={args.teacher_seed}"], args.out, log_dir)
     student_common = [*common, f"teacher.checkpoint={teacher_checkpoint}"]
     plan: list[tuple[str, str, list[str]]] = []
