@@ -37,6 +37,10 @@ def train(name: str, config: str, overrides: list[str], out: Path, log_dir: Path
     """Run one training (unless done) and return its metrics.json."""
     run_dir = out / name
     metrics = run_dir / "metrics.json"
+    if not metrics.is_file() and (run_dir / "train_log.jsonl").is_file():
+        # Started by another invocation running in parallel (or crashed: delete the folder to redo).
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: already started elsewhere, skipped", flush=True)
+        return None
     if not metrics.is_file():
         command = [sys.executable, "-m", "add3d", "train", str(CONFIGS / config), f"train.out_dir={run_dir}", *overrides]
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(command[2:])}", flush=True)
@@ -75,6 +79,8 @@ def main() -> int:
     parser.add_argument("--ablation-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--teacher-seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="group names to run: teacher baseline add ablation")
+    parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS),
+                        help="which ablations, in this order (parallel invocations can split them)")
     parser.add_argument("overrides", nargs="*", help="extra overrides for EVERY run (same budget), e.g. train.epochs=8")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -104,7 +110,8 @@ def main() -> int:
             plan.append((f"add_s{seed}", "synthetic_add.yaml", [*student_common, f"train.seed={seed}"]))
     if "ablation" in groups:
         for seed in args.ablation_seeds:
-            for name, switch in ABLATIONS.items():
+            for name in args.ablations:
+                switch = ABLATIONS[name]
                 plan.append((f"{name}_s{seed}", "synthetic_add.yaml", [*student_common, switch, f"train.seed={seed}"]))
     for name, config, overrides in plan:
         results[name] = train(name, config, overrides, args.out, log_dir)
