@@ -101,6 +101,8 @@ def test_object_selection_follows_monodle():
         obj("DontCare"),
     ]
     assert select_objects(objects, cfg) == [objects[0]]
+    cfg.min_box_height = 20.0  # e.g. smaller images: the 21-px object becomes usable
+    assert select_objects(objects, cfg) == [objects[0], objects[3]]
     cfg.skip_unknown_difficulty = False
     assert len(select_objects(objects, cfg)) == 3
 

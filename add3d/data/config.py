@@ -27,6 +27,9 @@ class DataConfig:
     min_depth: float = 2.0
     max_depth: float = 65.0
     skip_unknown_difficulty: bool = True
+    # The "known difficulty" height limit in ORIGINAL-image pixels (KITTI's 25 px at 1242x375; scale it
+    # with the image, e.g. ~6 px for quarter-size synthetic frames).
+    min_box_height: float = 25.0
     max_objects: int = 50
     keep_outside_centres: bool = False  # MonoFlex-style: keep objects whose 3D centre leaves the image
     # Augmentation (training split only).
@@ -60,6 +63,8 @@ class DataConfig:
                 raise Add3dError(f"data.{name} is a probability in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.crop_scale < 1.0 or self.crop_shift < 0:
             raise Add3dError("data.crop_scale must be in [0, 1) and data.crop_shift >= 0")
+        if self.min_box_height < 0:
+            raise Add3dError(f"data.min_box_height must be >= 0, got {self.min_box_height}")
         if self.max_objects < 1:
             raise Add3dError(f"data.max_objects must be >= 1, got {self.max_objects}")
         if self.depth_source is not None and self.depth_source not in DEPTH_SOURCES:

@@ -25,9 +25,9 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def has_known_difficulty(obj: Object3D) -> bool:
+def has_known_difficulty(obj: Object3D, min_box_height: float = 25.0) -> bool:
     """KITTI's "hard" limits (MonoDLE skips objects of unknown difficulty when training)."""
-    return obj.height_2d + 1 >= 25 and obj.truncation <= 0.5 and obj.occlusion <= 2
+    return obj.height_2d + 1 >= min_box_height and obj.truncation <= 0.5 and obj.occlusion <= 2
 
 
 def select_objects(objects: list[Object3D], cfg: DataConfig) -> list[Object3D]:
@@ -38,7 +38,7 @@ def select_objects(objects: list[Object3D], cfg: DataConfig) -> list[Object3D]:
         for o in objects
         if o.cls_type in wanted
         and cfg.min_depth <= o.location[2] <= cfg.max_depth
-        and (not cfg.skip_unknown_difficulty or has_known_difficulty(o))
+        and (not cfg.skip_unknown_difficulty or has_known_difficulty(o, cfg.min_box_height))
     ]
 
 
