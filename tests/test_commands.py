@@ -116,3 +116,12 @@ def test_same_seed_same_weights(trained, tmp_path):
     first = load_checkpoint(out / "checkpoint_last.pth")["model"]
     second = load_checkpoint(tmp_path / "checkpoint_last.pth")["model"]
     assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_eval_with_a_mismatched_model_is_a_clear_error(trained, tmp_path, capsys):
+    _, out, overrides = trained
+    code = main(["eval", str(CONFIG), *overrides, "model.head_channels=16", "--checkpoint", str(out / "checkpoint_last.pth"),
+                 "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "checkpoint_last.pth" in err and "do not match" in err

@@ -54,7 +54,14 @@ def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
 def load_detector_weights(detector: torch.nn.Module, path: str | Path) -> dict:
     """Load a checkpoint's detector weights strictly; a mismatch names the file and the first keys."""
     state = read_model_state(path)
-    result = detector.load_state_dict(state, strict=False)
+    try:
+        result = detector.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches, e.g. a 5-channel teacher into an RGB model
+        first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error).splitlines()[0])
+        raise Add3dError(
+            f"{path}: weights do not match the configured model ({first}); check the config's model section "
+            "(name, backbone, in_channels, classes, head_channels)"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise Add3dError(
             f"{path}: weights do not match the configured model "
