@@ -151,3 +151,25 @@ def test_real_kitti_frames(kitti_mini):
     plain = MonoDataset(frames, cfg, augment=False)[0]
     assert plain["targets"]["mask_2d"].sum() == 1 and plain["targets"]["cls_ids"][0] == 1
     assert plain["targets"]["depth"][0, 0] == pytest.approx(8.41, abs=0.01)
+
+
+def test_missing_and_broken_files_are_clear_errors(tmp_path, kitti_mini):
+    import shutil
+
+    from add3d.data.mono_dataset import build_mono_dataset
+    from add3d.errors import Add3dError
+
+    root = tmp_path / "kitti"
+    shutil.copytree(kitti_mini / "ImageSets", root / "ImageSets")
+    for kind in ("image_2", "calib", "label_2"):
+        shutil.copytree(kitti_mini / "training" / kind, root / "training" / kind)
+    cfg = DataConfig(root=str(root), input_size=[64, 192])
+    (root / "training" / "calib" / "000001.txt").unlink()
+    with pytest.raises(Add3dError, match=r"1 file\(s\) missing, e.g. .*calib/000001.txt"):
+        build_mono_dataset(cfg, "train")
+    shutil.copy(kitti_mini / "training" / "calib" / "000001.txt", root / "training" / "calib" / "000001.txt")
+    (root / "training" / "label_2" / "000001.txt").write_text("Car 0 0 0 1 2 3\n")
+    dataset = build_mono_dataset(cfg, "train")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1, collate_fn=collate_batch)
+    with pytest.raises(Add3dError, match=r"label_2/000001.txt:1: expected 15 fields"):
+        list(loader)

@@ -147,6 +147,13 @@ class MonoDataset(torch.utils.data.Dataset):
         return None
 
     def __getitem__(self, index: int) -> dict:
+        try:
+            return self._load(index)
+        except Add3dError as error:
+            # Plain Add3dError: DataLoader workers re-create exceptions from a single message.
+            raise Add3dError(str(error)) from None
+
+    def _load(self, index: int) -> dict:
         frame = self.frames[index]
         params = AugmentationParams()
         if self.augment:
@@ -185,6 +192,10 @@ def build_mono_dataset(cfg: DataConfig, split: str, augment: bool = False, seed:
         load_lidar=cfg.depth_source == "lidar",
         depth_dir=cfg.depth_dir if cfg.depth_source == "dense" else None,
     )
+    missing = frames.check()
+    if missing:
+        listed = ", ".join(str(path) for path in missing[:3])
+        raise Add3dError(f"split '{split}' of {cfg.root}: {len(missing)} file(s) missing, e.g. {listed}")
     return MonoDataset(frames, cfg, augment=augment, seed=seed)
 
 
