@@ -71,6 +71,26 @@ def describe(values: list[float]) -> dict:
     }
 
 
+def markdown_table(table: dict[str, dict[str, float]]) -> str:
+    """Per-group rows: moderate mean ± std over seeds, per-seed values, and easy/hard means."""
+    groups: dict[str, list[tuple[str, dict[str, float]]]] = {}
+    for name, ap in sorted(table.items()):
+        group, seed = name.rsplit("_s", 1)
+        groups.setdefault(group, []).append((seed, ap))
+    lines = [
+        "| run | seeds | Car AP3D R40 moderate (mean ± std) | per seed | easy (mean) | hard (mean) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for group, runs in groups.items():
+        moderate = [ap["moderate"] for _, ap in runs]
+        stats = describe(moderate)
+        per_seed = ", ".join(f"s{seed}: {ap['moderate']:.2f}" for seed, ap in runs)
+        easy = statistics.fmean(ap["easy"] for _, ap in runs)
+        hard = statistics.fmean(ap["hard"] for _, ap in runs)
+        lines.append(f"| {group} | {len(runs)} | {stats['mean']:.2f} ± {stats['std']:.2f} | {per_seed} | {easy:.2f} | {hard:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="synthetic KITTI root from `add3d synth`")
@@ -130,6 +150,7 @@ def main() -> int:
         "failed": sorted(name for name, value in results.items() if value is None),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (args.out / "summary.md").write_text(markdown_table(table))
     print(json.dumps(summary, indent=2))
     return 1 if summary["failed"] else 0
 
