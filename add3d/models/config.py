@@ -62,6 +62,10 @@ class MonoFlexOptions:
     depth_range: list[float] = field(default_factory=lambda: [0.1, 100.0])  # clamp of every depth estimate
     uncertainty_range: list[float] = field(default_factory=lambda: [-10.0, 10.0])  # clamp of log-sigma
     relaxed_keypoint_visibility: bool = True  # MonoFlex's KEYPOINT_VISIBLE_MODIFY
+    # Detection score = heatmap x confidence(sigma of the depth ensemble). "monoflex": 1 - clamp(sigma,
+    # 0.01, 1) (MonoFlex); "exp": exp(-sigma), which still ranks detections when every sigma >= 1 m
+    # (short CPU runs, where MonoFlex's formula gives them all score 0).
+    confidence: str = "monoflex"
     # MonoFlex reads these (not model.loss_weights, whose defaults are MonoDLE's).
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(MONOFLEX_LOSS_WEIGHTS))
 
