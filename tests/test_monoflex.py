@@ -206,6 +206,20 @@ def test_decode_round_trip_recovers_the_labels(detector, batch):
     assert all(d.score == pytest.approx((1 - 1e-4) * 0.99, rel=1e-5) for d in detections[0])
 
 
+def test_confidence_from_the_ensemble_uncertainty(batch):
+    """MonoFlex's 1 - clamp(sigma, 0.01, 1) zeroes every detection with sigma >= 1; 'exp' still ranks them."""
+    det = build_detector(small_config("monoflex", monoflex={"confidence": "exp"}))
+    outputs = _gt_encoded_outputs(det, batch["targets"], batch["meta"])
+    for name in ("depth_uncertainty", "keypoint_uncertainty"):
+        outputs[name] = torch.where(outputs[name] != 0, torch.full_like(outputs[name], math.log(2.0)), outputs[name])
+    exp_scores = [d.score for d in det.decode(outputs, batch["meta"], score_threshold=0.5)[0]]
+    assert exp_scores and all(s == pytest.approx((1 - 1e-4) * math.exp(-2.0), rel=1e-4) for s in exp_scores)
+    det.options.confidence = "monoflex"
+    assert all(d.score == 0.0 for d in det.decode(outputs, batch["meta"], score_threshold=0.5)[0])
+    with pytest.raises(Add3dError, match="confidence"):
+        build_detector(small_config("monoflex", monoflex={"confidence": "bogus"}))
+
+
 def test_gt_encoded_outputs_give_near_zero_geometry_losses(detector, batch):
     outputs = _gt_encoded_outputs(detector, batch["targets"], batch["meta"])
     _, parts = detector.loss(outputs, batch["targets"])

@@ -99,6 +99,8 @@ class MonoFlex(MonoDetector):
         sizes = torch.tensor(cfg.class_mean_sizes(), dtype=torch.float32)
         if (sizes <= 0).any():
             raise Add3dError("MonoFlex regresses sizes as ratios to model.mean_size: every class needs positive (h, w, l) and model.use_mean_size: true")
+        if options.confidence not in ("monoflex", "exp"):
+            raise Add3dError(f"model.monoflex.confidence must be 'monoflex' or 'exp', got '{options.confidence}'")
         if options.orientation_bins < 2:
             raise Add3dError(f"model.monoflex.orientation_bins must be >= 2, got {options.orientation_bins}")
         self.options = options
@@ -283,7 +285,8 @@ class MonoFlex(MonoDetector):
     @torch.no_grad()
     def decode(self, outputs, meta, score_threshold=None, top_k=None) -> list[list[Object3D]]:
         """Detections in original-image coordinates. ``score_threshold`` applies to the heatmap score
-        (as in MonoFlex); the reported score is that times ``1 - clamp(sigma, 0.01, 1)``."""
+        (as in MonoFlex); the reported score is that times ``1 - clamp(sigma, 0.01, 1)`` (or
+        ``exp(-sigma)`` with ``monoflex.confidence: exp``)."""
         threshold = self.score_threshold if score_threshold is None else score_threshold
         top_k = self.top_k if top_k is None else top_k
         heatmap = torch.sigmoid(outputs["heatmap"].float()).clamp(1e-4, 1.0 - 1e-4)
@@ -313,7 +316,9 @@ class MonoFlex(MonoDetector):
         alpha = decode_multibin(preds["orientation"].double(), self.options.orientation_bins)
         alpha = mirror_alpha_if_flipped(alpha, to_original)
         rotation_y = wrap_angle(alpha + torch.atan2(centre_3d[..., 0], centre_3d[..., 2]))
-        scores = peaks["scores"].double() * (1.0 - preds["sigma"].double().clamp(0.01, 1.0))
+        sigma = preds["sigma"].double()
+        confidence = torch.exp(-sigma) if self.options.confidence == "exp" else 1.0 - sigma.clamp(0.01, 1.0)
+        scores = peaks["scores"].double() * confidence
         keep = (peaks["scores"] >= threshold) & torch.isfinite(location).all(dim=-1)
 
         columns = [t.cpu().numpy() for t in (keep, peaks["cls_ids"], alpha, box2d, dims, location, rotation_y, scores)]
