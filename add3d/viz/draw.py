@@ -60,8 +60,9 @@ def draw_boxes3d(
         if show_score and obj.score is not None:
             u, v = _project(obj.location[None], P2)[0]
             if np.isfinite(u) and np.isfinite(v):
-                cv2.putText(canvas, f"{obj.score:.2f}", (int(u), int(v) + 12 * scale), cv2.FONT_HERSHEY_SIMPLEX,
-                            0.4 * scale, obj_color, 1, cv2.LINE_AA)
+                font_scale = max(0.25, 0.45 * canvas.shape[1] / 1242)  # readable on KITTI-size and small images
+                cv2.putText(canvas, f"{obj.score:.2f}", (int(u), int(v) + int(30 * font_scale)),
+                            cv2.FONT_HERSHEY_SIMPLEX, font_scale, obj_color, 1, cv2.LINE_AA)
     return canvas
 
 
