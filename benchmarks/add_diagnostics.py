@@ -1,0 +1,149 @@
+"""Why does (or doesn't) ADD help? Smooth per-object diagnostics of trained MonoDLE runs.
+
+AP3D at a CPU budget is a noisy, thresholded metric (a box counts only above 0.5 3D IoU). This
+script measures what depth distillation should improve directly, on the validation split without
+augmentation, at the ground-truth object centres (`targets["indices"]`, `mask_3d`):
+- depth: mean absolute error and mean relative error of the predicted depth (metres);
+- heatmap: mean sigmoid score at the GT centres (how confidently objects are found).
+For ADD runs it can also report each loss term's share of the gradient on the student (``--grads``):
+||grad of weight * term|| over the student's parameters, averaged over a few training batches.
+Prints one JSON object {run: {...}}. Runs are folders with config.yaml and checkpoint_last.pth.
+
+    .venv/bin/python benchmarks/add_diagnostics.py /tmp/add_exp/runs/{baseline,add}_s* --grads
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from add3d.data.mono_dataset import build_mono_dataset
+from add3d.engine.checkpoints import load_checkpoint
+from add3d.engine.config import load_config
+from add3d.engine.modules import detector_input, input_kind
+from add3d.engine.trainer import build_loader, build_training_module
+from add3d.models import build_detector
+from add3d.models.decode import depth_from_logit, gather_feature
+
+
+@torch.no_grad()
+def object_errors(run: Path, max_frames: int) -> dict:
+    cfg = load_config(run / "config.yaml")
+    detector = build_detector(cfg.model)
+    detector.load_state_dict(load_checkpoint(run / "checkpoint_last.pth")["model"], strict=True)
+    detector.eval()
+    kind = input_kind(cfg.model)
+    dataset = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False, with_depth=kind == "rgbd")
+    loader = build_loader(dataset, 8, 0)
+    abs_error, rel_error, scores, count, seen = 0.0, 0.0, 0.0, 0, 0
+    for batch in tqdm(loader, desc=run.name, leave=False):
+        targets = batch["targets"]
+        outputs = detector(detector_input(batch, kind, cfg.teacher.depth_scale), None, meta=batch["meta"])
+        mask = targets["mask_3d"] > 0
+        depth = depth_from_logit(gather_feature(outputs["depth"], targets["indices"])[..., 0])
+        truth = targets["depth"][..., 0]
+        abs_error += (depth - truth).abs()[mask].sum().item()
+        rel_error += ((depth - truth).abs() / truth.clamp(min=1e-3))[mask].sum().item()
+        heat = torch.sigmoid(outputs["heatmap"]).flatten(2)  # B x C x hw
+        index = targets["indices"].unsqueeze(1).expand(-1, heat.shape[1], -1)
+        at_centre = heat.gather(2, index)  # B x C x M
+        own_class = at_centre.gather(1, targets["cls_ids"].unsqueeze(1)).squeeze(1)
+        scores += own_class[targets["mask_2d"] > 0].sum().item()
+        count += int(mask.sum())
+        seen += len(batch["meta"]["frame_id"])
+        if seen >= max_frames:
+            break
+    objects_2d = max(count, 1)
+    return {
+        "objects": count,
+        "depth_mae_m": round(abs_error / objects_2d, 3),
+        "depth_rel_error": round(rel_error / objects_2d, 4),
+        "centre_score": round(scores / objects_2d, 4),
+    }
+
+
+def gradient_shares(run: Path, batches: int) -> dict:
+    """Gradient norm on the student of each weighted loss term (detection vs distillation terms)."""
+    cfg = load_config(run / "config.yaml")
+    if cfg.distill is None:
+        return {}
+    torch.manual_seed(0)
+    module = build_training_module(cfg)
+    checkpoint = load_checkpoint(run / "checkpoint_last.pth")
+    module.detector.load_state_dict(checkpoint["model"])
+    module.load_state_dict({**{f"detector.{k}": v for k, v in checkpoint["model"].items()}, **checkpoint.get("module_extra", {})}, strict=False)
+    module.train()
+    dataset = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=0)
+    loader = iter(build_loader(dataset, cfg.train.batch_size, 0))
+    student = [p for p in module.detector.parameters() if p.requires_grad]
+    weights = {
+        "detection": 1.0,
+        "distill_feature": cfg.distill.feature_weight,
+        "distill_object": cfg.distill.object_weight,
+        "distill_response_heatmap": cfg.distill.response_heatmap_weight,
+        "distill_response_regression": cfg.distill.response_regression_weight,
+    }
+    norms: dict[str, float] = {}
+    for _ in range(batches):
+        batch = next(loader)
+        terms = term_losses(module, batch)
+        for name, value in terms.items():
+            grads = torch.autograd.grad(weights[name] * value, student, retain_graph=True, allow_unused=True)
+            norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)).item()
+            norms[name] = norms.get(name, 0.0) + norm / batches
+    return {name: round(value, 4) for name, value in norms.items()}
+
+
+def term_losses(module, batch) -> dict[str, torch.Tensor]:
+    """The un-weighted loss terms of a DistillationModule forward, with graphs (not the detached logs)."""
+    captured: dict[str, torch.Tensor] = {}
+    from add3d.distill import losses
+
+    originals = {name: getattr(losses, name) for name in ("feature_loss", "object_loss", "heatmap_response_loss", "regression_response_loss")}
+    keys = {"feature_loss": "distill_feature", "object_loss": "distill_object", "heatmap_response_loss": "distill_response_heatmap", "regression_response_loss": "distill_response_regression"}
+
+    def recording(name):
+        def wrapper(*args, **kwargs):
+            result = originals[name](*args, **kwargs)
+            captured[keys[name]] = result[0] if isinstance(result, tuple) else result
+            return result
+        return wrapper
+
+    for name in originals:
+        setattr(losses, name, recording(name))
+    try:
+        module(batch)
+    finally:
+        for name, function in originals.items():
+            setattr(losses, name, function)
+    # The detection loss of the same (deterministic) student forward.
+    outputs = module.detector(batch["image"], batch["targets"], meta=batch["meta"])
+    captured["detection"] = module.detector.loss(outputs, batch["targets"])[0]
+    return captured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--max-frames", type=int, default=250)
+    parser.add_argument("--grads", action="store_true", help="also gradient norms per loss term (ADD runs)")
+    parser.add_argument("--grad-batches", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    report = {}
+    for run in args.runs:
+        if not (run / "checkpoint_last.pth").is_file():
+            continue
+        report[run.name] = object_errors(run, args.max_frames)
+        if args.grads:
+            report[run.name]["gradient_norms"] = gradient_shares(run, args.grad_batches)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
