@@ -285,13 +285,18 @@ class GUPNet(MonoDetector):
 
     # ----- response distillation -------------------------------------------------------------------
     def response_outputs(self, outputs, targets) -> dict[str, torch.Tensor]:
-        """Per-object outputs at the target slots: 2D heads sampled at the centres, ROI heads as they are."""
+        """Per-object outputs at the target slots: 2D heads sampled at the centres, ROI heads as they are.
+
+        Depth is compared as log-depth (plus its log-variance): an L1 in metres lets one far or
+        untrained ROI (geometric depths of hundreds of metres early on) dominate the distillation.
+        """
         self._check_slots(outputs, targets)
         indices = targets["indices"].long()
+        depth = outputs["depth"]
         return {
             "offset_2d": gather_feature(outputs["offset_2d"], indices),
             "size_2d": gather_feature(outputs["size_2d"], indices),
-            "depth": outputs["depth"],  # ROI depth and its combined log-variance
+            "depth": torch.stack([torch.log(depth[..., 0].clamp(min=0.1)), depth[..., 1]], dim=-1),
             "offset_3d": outputs["offset_3d"],
             "size_3d": outputs["size_3d"],
             "heading": outputs["heading"],

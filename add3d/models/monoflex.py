@@ -265,8 +265,9 @@ class MonoFlex(MonoDetector):
 
     # ----- response distillation -------------------------------------------------------------------
     def response_outputs(self, outputs, targets) -> dict[str, torch.Tensor]:
-        """Per-object outputs at ``targets["indices"]`` (B x M x k), metric where MonoFlex decodes them:
-        keypoints, the four depths and their uncertainties, the ensemble depth, sizes, orientation."""
+        """Per-object outputs at ``targets["indices"]`` (B x M x k), decoded where MonoFlex decodes them:
+        keypoints, the four depths (as log-depth, so that far objects do not dominate the L1) and
+        their uncertainties, the ensemble depth, sizes in metres, orientation."""
         preds = self.object_predictions(outputs, targets["indices"].long(), targets["cls_ids"], self._camera(outputs))
         batch, slots = targets["indices"].shape
         return {
@@ -275,10 +276,10 @@ class MonoFlex(MonoDetector):
             "keypoints": preds["keypoints"].reshape(batch, slots, -1),
             "size_3d": preds["size_3d"],
             "orientation": preds["orientation"],
-            "depth": preds["direct_depth"][..., None],
-            "keypoint_depths": preds["keypoint_depths"],
+            "depth": torch.log(preds["direct_depth"])[..., None],
+            "keypoint_depths": torch.log(preds["keypoint_depths"]),
             "depth_uncertainty": preds["log_sigma"],
-            "ensemble_depth": preds["depth"][..., None],
+            "ensemble_depth": torch.log(preds["depth"])[..., None],
         }
 
     # ----- decoding -------------------------------------------------------------------------------------
