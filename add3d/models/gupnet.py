@@ -26,7 +26,6 @@ and inference then see the same kind of box), or the ground-truth ``targets["box
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +40,7 @@ from add3d.models.decode import (
     depth_from_logit,
     feature_to_original,
     gather_feature,
+    mirror_alpha_if_flipped,
     peak_nms,
     top_k_peaks,
     wrap_angle,
@@ -78,12 +78,6 @@ def _roi_head(in_channels: int, head_channels: int, out_channels: int) -> nn.Seq
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
     return head
-
-
-def mirror_alpha_if_flipped(alpha: torch.Tensor, input_to_original: torch.Tensor) -> torch.Tensor:
-    """A mirroring ``input_to_original`` (a flipped input) mirrors the observation angle: pi - alpha."""
-    mirrored = torch.linalg.det(input_to_original[:, :, :2].double()) < 0
-    return torch.where(mirrored[:, None], wrap_angle(math.pi - alpha), alpha)
 
 
 def _sigmoid_scores(heatmap_logits: torch.Tensor) -> torch.Tensor:

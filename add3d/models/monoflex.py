@@ -30,10 +30,18 @@ from torch import nn
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
 from add3d.models.config import ModelConfig
-from add3d.models.decode import back_project, depth_from_logit, feature_to_original, gather_feature, peak_nms, top_k_peaks, wrap_angle
+from add3d.models.decode import (
+    back_project,
+    depth_from_logit,
+    feature_to_original,
+    gather_feature,
+    mirror_alpha_if_flipped,
+    peak_nms,
+    top_k_peaks,
+    wrap_angle,
+)
 from add3d.models.detector import MonoDetector, build_trunk
 from add3d.models.edge_fusion import EdgeFusion
-from add3d.models.gupnet import mirror_alpha_if_flipped
 from add3d.models.keypoint_depth import NUM_KEYPOINTS, depth_groups_valid, depths_from_keypoints, modified_visibility, soft_ensemble
 from add3d.models.losses import focal_loss, masked_mean
 from add3d.models.multibin import decode_multibin, multibin_loss
