@@ -1,12 +1,15 @@
-"""CPU cost of one training step (forward, loss, backward, Adam) of GUPNet and MonoFlex, next to MonoDLE.
+"""CPU cost of one detector training step (forward, loss, backward, Adam) per variant and backbone.
 
-Goal for the CPU configs (configs/*/synthetic.yaml: dla34_tiny, 32-channel heads): < 0.5 s per step
-at batch 8, 96x320, one thread; MonoFlex's deformable neck is measured separately because
-torchvision's DeformConv2d is much slower on CPU. Targets come from the real target builder
-(add3d.data.targets) for a few cars in a KITTI camera. Prints one JSON object:
-{variant: {params, step_s_median, step_s_min}}.
+Goal for the small CPU options (configs/*/synthetic.yaml: dla34_tiny, 32-channel heads): < 0.5 s per
+step at batch 8, 96x320, one thread. MonoFlex's deformable neck (``monoflex_dcn``) is a separate
+variant because torchvision's DeformConv2d is much slower on CPU. Targets come from the real target
+builder (add3d.data.targets) for a few cars in a KITTI camera. Prints one JSON object:
+{variant: {backbone: {params, step_s_median, step_s_min, step_cpu_s_median}}, "_setup": {...}}; the
+CPU time (process time) is the robust figure on a machine shared with other jobs.
 
-    .venv/bin/python benchmarks/detector_train_step.py
+    .venv/bin/python benchmarks/detector_train_step.py --variants monodle gupnet monoflex monoflex_dcn
+    .venv/bin/python benchmarks/detector_train_step.py --variants monodle \
+        --backbones dla34_tiny dla34_small resnet18 --head-channels 64
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import math
 import statistics
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,17 +28,18 @@ from add3d.data.kitti import Object3D
 from add3d.data.targets import TargetOptions, build_targets
 from add3d.geometry.boxes import box3d_corners, project_boxes_to_2d
 from add3d.models import ModelConfig, build_detector
+from add3d.models.backbones import BACKBONES
 
 P2 = np.array([[721.5377, 0.0, 609.5593, 44.85728], [0.0, 721.5377, 172.854, 0.2163791], [0.0, 0.0, 1.0, 0.002745884]])
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "monodle": {"name": "monodle"},
     "gupnet": {"name": "gupnet"},
     "monoflex": {"name": "monoflex"},
-    "monoflex_deformable": {"name": "monoflex", "deformable_neck": True},
+    "monoflex_dcn": {"name": "monoflex", "deformable_neck": True},
 }
 
 
-def scene_batch(batch: int, height: int, width: int, objects: int = 4) -> dict:
+def scene_batch(batch: int, height: int, width: int, objects: int = 4) -> dict[str, Any]:
     """Image, targets and meta for ``objects`` random cars per image (input = KITTI frame resized)."""
     rng = np.random.default_rng(0)
     scale = width / 1242.0
@@ -60,31 +65,34 @@ def scene_batch(batch: int, height: int, width: int, objects: int = 4) -> dict:
     return {"image": torch.randn(batch, 3, height, width), "targets": targets, "meta": meta}
 
 
-def time_steps(variant: dict, backbone: str, head_channels: int, batch: dict, steps: int) -> dict:
+def time_steps(variant: dict[str, Any], backbone: str, head_channels: int, batch: dict[str, Any], steps: int) -> dict:
+    """Median/min wall time and median CPU time of ``steps`` training steps (after one warm-up step)."""
     torch.manual_seed(0)
     model = build_detector(ModelConfig(backbone=backbone, head_channels=head_channels, **variant)).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    durations = []
+    durations, cpu_times = [], []
     for _ in range(steps + 1):  # the first step warms up allocators
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         outputs = model(batch["image"], batch["targets"], meta=batch["meta"])
         total, _ = model.loss(outputs, batch["targets"])
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         durations.append(time.perf_counter() - start)
-    durations = durations[1:]
+        cpu_times.append(time.process_time() - start_cpu)
+    durations, cpu_times = durations[1:], cpu_times[1:]
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "step_s_median": round(statistics.median(durations), 4),
         "step_s_min": round(min(durations), 4),
+        "step_cpu_s_median": round(statistics.median(cpu_times), 4),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--backbone", default="dla34_tiny")
+    parser.add_argument("--backbones", nargs="+", default=["dla34_tiny"], choices=list(BACKBONES))
     parser.add_argument("--head-channels", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--input-size", type=int, nargs=2, default=[96, 320], metavar=("H", "W"))
@@ -93,14 +101,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batch = scene_batch(args.batch, *args.input_size)
-    results = {
-        name: time_steps(VARIANTS[name], args.backbone, args.head_channels, batch, args.steps) for name in args.variants
+    results: dict[str, Any] = {
+        variant: {
+            backbone: time_steps(VARIANTS[variant], backbone, args.head_channels, batch, args.steps)
+            for backbone in args.backbones
+        }
+        for variant in args.variants
     }
     results["_setup"] = {
-        "backbone": args.backbone,
         "head_channels": args.head_channels,
         "batch": args.batch,
         "input_size": args.input_size,
+        "steps": args.steps,
         "threads": args.threads,
     }
     print(json.dumps(results, indent=2))
