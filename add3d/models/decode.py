@@ -100,3 +100,29 @@ def mirror_alpha_if_flipped(alpha: torch.Tensor, input_to_original: torch.Tensor
     is negative) expressed in the original image: pi - alpha. Other images pass through."""
     mirrored = torch.linalg.det(input_to_original[:, :, :2].double()) < 0
     return torch.where(mirrored[:, None], wrap_angle(math.pi - alpha), alpha)
+
+
+def detections_to_objects(classes, keep, cls_ids, alpha, box2d, dims, location, rotation_y, scores):
+    """Batched decoded tensors (``B x K`` / ``B x K x n``) -> per-image lists of KITTI ``Object3D``
+    for the slots where ``keep`` is true, in slot order."""
+    from add3d.data.kitti import Object3D
+
+    columns = [t.cpu().numpy() for t in (keep, cls_ids, alpha, box2d, dims, location, rotation_y, scores)]
+    results = []
+    for keep_b, cls_b, alpha_b, box_b, dims_b, loc_b, ry_b, score_b in zip(*columns):
+        results.append(
+            [
+                Object3D(
+                    cls_type=classes[int(cls_b[j])],
+                    alpha=float(alpha_b[j]),
+                    box2d=box_b[j],
+                    dims=dims_b[j],
+                    location=loc_b[j],
+                    rotation_y=float(ry_b[j]),
+                    score=float(score_b[j]),
+                )
+                for j in range(len(keep_b))
+                if keep_b[j]
+            ]
+        )
+    return results

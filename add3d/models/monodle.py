@@ -17,6 +17,7 @@ from add3d.models.decode import (
     depth_from_logit,
     feature_to_original,
     gather_feature,
+    detections_to_objects,
     mirror_alpha_if_flipped,
     peak_nms,
     top_k_peaks,
@@ -129,25 +130,8 @@ class MonoDLE(MonoDetector):
         scores = peaks["scores"] * confidence
         keep = peaks["scores"] >= score_threshold
 
-        columns = [t.cpu().numpy() for t in (keep, peaks["cls_ids"], alpha, box2d, dims, location, rotation_y, scores)]
-        results = []
-        for keep_b, cls_b, alpha_b, box_b, dims_b, loc_b, ry_b, score_b in zip(*columns):
-            results.append(
-                [
-                    Object3D(
-                        cls_type=self.classes[int(cls_b[j])],
-                        alpha=float(alpha_b[j]),
-                        box2d=box_b[j],
-                        dims=dims_b[j],
-                        location=loc_b[j],
-                        rotation_y=float(ry_b[j]),
-                        score=float(score_b[j]),
-                    )
-                    for j in range(len(keep_b))
-                    if keep_b[j]
-                ]
-            )
-        return results
+        return detections_to_objects(self.classes, keep, peaks["cls_ids"], alpha, box2d, dims, location,
+                                     rotation_y, scores)
 
 
 def build_monodle(cfg: ModelConfig) -> MonoDLE:
