@@ -107,7 +107,7 @@ def main() -> int:
     log_dir = args.out / "logs"
     log_dir.mkdir(exist_ok=True)
     common = [f"data.root={args.data}", *args.overrides]
-    groups = set(args.only or ["teacher", "baseline", "add", "ablation"])
+    groups = set(args.only) if args.only is not None else {"teacher", "baseline", "add", "ablation"}
     results: dict[str, dict] = {}
 
     teacher_name = f"teacher_s{args.teacher_seed}"
