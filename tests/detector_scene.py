@@ -116,3 +116,9 @@ def assert_same_objects(decoded: list[Object3D], expected: list[Object3D], box_t
         np.testing.assert_allclose(best.box2d, obj.box2d, atol=box_tol)
         assert angle_difference(best.rotation_y, obj.rotation_y) < 1e-3
         assert angle_difference(best.alpha, obj.alpha) < 1e-3
+
+
+def scene_batch() -> dict:
+    """Two images: the full scene and its first two objects (the fixture both detector tests use)."""
+    objects = scene_objects()
+    return {"image": make_image(2), "targets": make_targets([objects, objects[:2]]), "meta": make_meta(2)}

@@ -17,6 +17,7 @@ from detector_scene import (
     make_image,
     make_meta,
     make_targets,
+    scene_batch,
     scene_objects,
     small_config,
 )
@@ -32,8 +33,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def batch():
-    objects = scene_objects()
-    return {"image": make_image(2), "targets": make_targets([objects, objects[:2]]), "meta": make_meta(2)}
+    return scene_batch()
 
 
 def test_training_forward_shapes_and_roi_slots(detector, batch):

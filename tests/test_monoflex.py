@@ -17,9 +17,9 @@ from detector_scene import (
     CLASSES,
     P2_input,
     assert_same_objects,
-    make_image,
     make_meta,
     make_targets,
+    scene_batch,
     scene_objects,
     small_config,
 )
@@ -36,8 +36,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def batch():
-    objects = scene_objects()
-    return {"image": make_image(2), "targets": make_targets([objects, objects[:2]]), "meta": make_meta(2)}
+    return scene_batch()
 
 
 def test_forward_shapes(detector, batch):
