@@ -14,7 +14,6 @@ scratch without warm-up tricks.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
