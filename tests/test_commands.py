@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     out = base / "run"
     overrides = [f"data.root={root}", "data.input_size=[64,192]", f"train.out_dir={out}", "train.epochs=1",
                  "train.batch_size=4", "train.workers=0", "train.device=cpu", "train.checkpoint_every_steps=0",
-                 "train.score_threshold=0.0"]
+                 "model.score_threshold=0.0"]
     assert main(["train", str(CONFIG), *overrides]) == 0
     return root, out, overrides
 

@@ -63,7 +63,6 @@ class TrainConfig:
     find_unused_parameters: bool = False  # DDP option for modules with parameters unused in some steps
     max_bad_steps: int = 20  # abort after this many consecutive non-finite losses (each one is skipped)
     log_every: int = 10  # TensorBoard scalars every N steps
-    score_threshold: float = 0.2  # detections kept for validation / evaluation
     eval_overlap: str = "default"  # KITTI overlaps: default (0.7/0.5/0.5) | loose (0.5/0.25/0.25)
     best_metric: str = "Car/3d/R40/moderate"  # CLASS/KIND/R11|R40/easy|moderate|hard, higher is better
     init_checkpoint: str | None = None  # detector weights to start from (3-channel weights widen for teachers)

@@ -44,7 +44,7 @@ def predict_loader(
     device: torch.device,
     input_kind: str = "rgb",
     depth_scale: float = 80.0,
-    score_threshold: float = 0.2,
+    score_threshold: float | None = None,
     progress: bool = True,
     description: str = "predict",
 ) -> dict[str, list[Object3D]]:

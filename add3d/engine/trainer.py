@@ -191,7 +191,7 @@ def train_step(model, batch, optimizer, scaler, cfg: Config, ctx: DistributedCon
 
 def validate(detector, loader, dataset: MonoDataset, ground_truth: dict, device, cfg: Config) -> dict:
     predictions = predict_loader(
-        detector, loader, device, input_kind(cfg.model), cfg.teacher.depth_scale, cfg.train.score_threshold,
+        detector, loader, device, input_kind(cfg.model), cfg.teacher.depth_scale, cfg.model.score_threshold,
         description="validate",
     )
     return evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap)

@@ -51,7 +51,7 @@ def predict_split(cfg, checkpoint: Path, split: str, batch_size: int | None = No
     loader = build_loader(dataset, batch_size or cfg.train.batch_size, cfg.train.workers)
     detector = load_detector(cfg, checkpoint, device)
     predictions = predict_loader(detector, loader, device, input_kind(cfg.model), cfg.teacher.depth_scale,
-                                 cfg.train.score_threshold, description=f"predict {split}")
+                                 cfg.model.score_threshold, description=f"predict {split}")
     return dataset, predictions
 
 

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--vis", action="store_true", help="also draw 3D boxes and a bird's-eye view per image")
     parser.add_argument("--config", type=Path, default=None, help="config (default: the one stored in the checkpoint)")
-    parser.add_argument("--score-threshold", type=float, default=None, help="default: the config's train.score_threshold")
+    parser.add_argument("--score-threshold", type=float, default=None, help="default: the config's model.score_threshold")
     parser.add_argument("--device", default=None, help="default: the config's train.device")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.input_size=[384,1280]")
 
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise Add3dError("predict runs RGB detectors; this checkpoint is a depth teacher (model.in_channels 5)")
     set_threads(cfg.train.threads)
     device = resolve_device(args.device or cfg.train.device)
-    threshold = cfg.train.score_threshold if args.score_threshold is None else args.score_threshold
+    threshold = cfg.model.score_threshold if args.score_threshold is None else args.score_threshold
     detector = load_detector(cfg, args.checkpoint, device)
     images = list_images(args.images)
     args.out.mkdir(parents=True, exist_ok=True)
