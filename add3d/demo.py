@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +254,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     run_demo(Path(args.out), quick=args.quick, seed=args.seed, workers=args.workers)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run(argparse.ArgumentParser().parse_args()))
