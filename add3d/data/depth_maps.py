@@ -19,7 +19,6 @@ from add3d.geometry.calib import Calibration
 from add3d.geometry.raster import rasterize_box_depth
 
 DEPTH_PNG_SCALE = 256.0
-MAX_PNG_DEPTH = 65535 / DEPTH_PNG_SCALE
 OBJECT_CLASSES_FOR_DEPTH = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
 
 

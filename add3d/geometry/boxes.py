@@ -59,7 +59,7 @@ def objects_corners(objects) -> np.ndarray:
     )
 
 
-def _clip_polygon_near(points: np.ndarray, near: float) -> np.ndarray:
+def clip_polygon_near(points: np.ndarray, near: float) -> np.ndarray:
     """Sutherland-Hodgman clip of a 3D polygon against the plane z = near (keep z >= near)."""
     out = []
     n = len(points)
@@ -89,7 +89,7 @@ def project_boxes_to_2d(
         if np.all(box[:, 2] >= near):
             points = box
         else:
-            clipped = [_clip_polygon_near(box[face], near) for face in BOX_FACES]
+            clipped = [clip_polygon_near(box[face], near) for face in BOX_FACES]
             clipped = [c for c in clipped if len(c)]
             if not clipped:
                 continue

@@ -11,7 +11,7 @@ import functools
 import cv2
 import numpy as np
 
-from add3d.geometry.boxes import BOX_FACES, _clip_polygon_near
+from add3d.geometry.boxes import BOX_FACES, clip_polygon_near
 
 
 @functools.lru_cache(maxsize=64)
@@ -19,15 +19,18 @@ def _inverse_camera(P2_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(M^-1, camera centre) of P2 = [M | t]; cached because a frame rasterises many polygons."""
     P2 = np.frombuffer(P2_bytes, dtype=np.float64).reshape(3, 4)
     M_inv = np.linalg.inv(P2[:, :3])
-    return M_inv, -M_inv @ P2[:, 3]
+    origin = -M_inv @ P2[:, 3]
+    for shared in (M_inv, origin):  # cached: callers get the same arrays, so make them immutable
+        shared.setflags(write=False)
+    return M_inv, origin
 
 
-def _camera_rays(P2: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ray origin (3,) and directions (N,3) in the rect frame, scaled so direction z == 1."""
+def camera_rays(P2: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rect-frame origin (3,) of the P2 camera and ray directions (..., 3) through pixels (u, v),
+    scaled so that direction z == 1."""
     M_inv, origin = _inverse_camera(np.ascontiguousarray(P2, dtype=np.float64).tobytes())
-    directions = np.stack([u, v, np.ones_like(u)], axis=1) @ M_inv.T
-    directions = directions / directions[:, 2:3]
-    return origin, directions
+    directions = np.stack([u, v, np.ones_like(u)], axis=-1) @ M_inv.T
+    return origin, directions / directions[..., 2:3]
 
 
 def rasterize_polygon_depth(
@@ -43,7 +46,7 @@ def rasterize_polygon_depth(
     Pixels whose current depth is larger are overwritten with the polygon's depth; if
     ``index_map`` is given it receives ``index`` at those pixels.
     """
-    polygon = _clip_polygon_near(np.asarray(polygon, dtype=np.float64), near)
+    polygon = clip_polygon_near(np.asarray(polygon, dtype=np.float64), near)
     if len(polygon) < 3:
         return
     height, width = depth.shape
@@ -71,7 +74,7 @@ def rasterize_polygon_depth(
     offset = normal @ polygon[0]
     u = cols + x0 + 0.5
     v = rows + y0 + 0.5
-    origin, directions = _camera_rays(P2, u, v)
+    origin, directions = camera_rays(P2, u, v)
     denominator = directions @ normal
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = (offset - origin @ normal) / denominator

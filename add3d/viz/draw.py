@@ -7,7 +7,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from add3d.geometry.boxes import BOX_EDGES, _clip_polygon_near, objects_corners
+from add3d.geometry.boxes import BOX_EDGES, clip_polygon_near, objects_corners
 
 # RGB colours per class, shared by every picture the project draws.
 CLASS_COLORS = {
@@ -49,7 +49,7 @@ def draw_boxes3d(
         segments = [(corners[a], corners[b]) for a, b in BOX_EDGES]
         segments += [(corners[0], corners[5]), (corners[1], corners[4])]  # front cross
         for start, end in segments:
-            clipped = _clip_polygon_near(np.stack([start, end]), 0.1)
+            clipped = clip_polygon_near(np.stack([start, end]), 0.1)
             if len(clipped) < 2:
                 continue
             uv = _project(clipped[:2], P2)

@@ -116,11 +116,3 @@ def build_rig(params: dict, width: int, height: int) -> Rig:
     up = _rotation("x", params["road_pitch"]) @ _rotation("z", params["road_roll"]) @ np.array([0.0, -1.0, 0.0])
     return Rig(calib=calib, width=width, height=height, velo_to_rect=velo_to_rect,
                ground=Ground(up=up, height=params["camera_height"]))
-
-
-def camera_rays(P2: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rect origin (3,) of camera 2 and ray directions (N,3) through pixels (u, v), scaled to z == 1."""
-    M_inv = np.linalg.inv(P2[:, :3])
-    origin = -M_inv @ P2[:, 3]
-    directions = np.stack([u, v, np.ones_like(u)], axis=-1) @ M_inv.T
-    return origin, directions / directions[..., 2:3]

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from add3d.data.synthetic import scene as S
-from add3d.data.synthetic.camera import Rig, camera_rays
+from add3d.data.synthetic.camera import Rig
+from add3d.geometry.raster import camera_rays
 from add3d.geometry.boxes import BOX_FACES, box3d_corners, rotation_y_matrix
 from add3d.geometry.raster import rasterize_polygon_depth
 
