@@ -84,6 +84,11 @@ def back_project(u: torch.Tensor, v: torch.Tensor, depth: torch.Tensor, P2: torc
     return torch.stack([solution[..., 0], solution[..., 1], z], dim=-1).to(dtype)
 
 
+def heatmap_scores(heatmap_logits: torch.Tensor) -> torch.Tensor:
+    """Sigmoid heatmap scores, kept off exactly 0 and 1 (CenterNet's clamp) so logs stay finite."""
+    return torch.sigmoid(heatmap_logits.float()).clamp(1e-4, 1.0 - 1e-4)
+
+
 def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
     """Wrap to [-pi, pi) (same convention as geometry.calib.normalize_angle)."""
     return torch.remainder(angle + math.pi, 2.0 * math.pi) - math.pi

@@ -40,6 +40,7 @@ from add3d.models.decode import (
     depth_from_logit,
     feature_to_original,
     gather_feature,
+    heatmap_scores,
     mirror_alpha_if_flipped,
     peak_nms,
     top_k_peaks,
@@ -78,10 +79,6 @@ def _roi_head(in_channels: int, head_channels: int, out_channels: int) -> nn.Seq
             nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
     return head
-
-
-def _sigmoid_scores(heatmap_logits: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(heatmap_logits).clamp(1e-4, 1.0 - 1e-4)
 
 
 class GUPNet(MonoDetector):
@@ -135,7 +132,7 @@ class GUPNet(MonoDetector):
             cls_ids = targets["cls_ids"].long()
             mask = targets["mask_2d"] > 0
         else:
-            peaks = top_k_peaks(peak_nms(_sigmoid_scores(outputs["heatmap"].detach())), self.top_k)
+            peaks = top_k_peaks(peak_nms(heatmap_scores(outputs["heatmap"].detach())), self.top_k)
             indices, cls_ids = peaks["indices"], peaks["cls_ids"]
             mask = torch.ones_like(indices, dtype=torch.bool)
             outputs["roi_scores"] = peaks["scores"]

@@ -18,6 +18,7 @@ from add3d.models.decode import (
     feature_to_original,
     gather_feature,
     detections_to_objects,
+    heatmap_scores,
     mirror_alpha_if_flipped,
     peak_nms,
     top_k_peaks,
@@ -105,7 +106,7 @@ class MonoDLE(MonoDetector):
         """
         score_threshold = self.cfg.score_threshold if score_threshold is None else score_threshold
         top_k = self.cfg.top_k if top_k is None else top_k
-        heatmap = torch.sigmoid(outputs["heatmap"].float()).clamp(1e-4, 1.0 - 1e-4)
+        heatmap = heatmap_scores(outputs["heatmap"])
         peaks = top_k_peaks(peak_nms(heatmap), top_k)
         sampled = {name: gather_feature(outputs[name].float(), peaks["indices"]) for name in OBJECT_HEADS}
         device = heatmap.device

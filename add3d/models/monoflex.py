@@ -36,6 +36,7 @@ from add3d.models.decode import (
     feature_to_original,
     gather_feature,
     detections_to_objects,
+    heatmap_scores,
     mirror_alpha_if_flipped,
     peak_nms,
     top_k_peaks,
@@ -299,7 +300,7 @@ class MonoFlex(MonoDetector):
         ``exp(-sigma)`` with ``monoflex.confidence: exp``)."""
         threshold = self.score_threshold if score_threshold is None else score_threshold
         top_k = self.top_k if top_k is None else top_k
-        heatmap = torch.sigmoid(outputs["heatmap"].float()).clamp(1e-4, 1.0 - 1e-4)
+        heatmap = heatmap_scores(outputs["heatmap"])
         device = heatmap.device
         peaks = top_k_peaks(peak_nms(heatmap), top_k)
         float_outputs = {name: outputs[name].float() for name in self.regression_outs}
