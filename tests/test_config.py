@@ -34,7 +34,7 @@ def test_synthetic_config_inherits_and_overrides():
     cfg = load_config(CONFIGS / "synthetic.yaml")
     assert cfg.data.input_size == [96, 320] and cfg.model.backbone == "dla34_tiny"
     assert cfg.optim.name == "adam" and cfg.data.crop_scale == 0.4  # inherited from kitti.yaml
-    assert cfg.train.eval_overlap == "loose"
+    assert cfg.train.eval_overlap == "loose" and cfg.train.eval_box2d_scale == 4.0
 
 
 def test_base_chain_and_command_line_overrides(tmp_path):
@@ -74,6 +74,8 @@ def test_wrong_types_and_values(tmp_path):
         load_config(None, ["data.classes=[Car]"])
     with pytest.raises(Add3dError, match=r"depth_source"):
         load_config(None, ["model.in_channels=5"])  # a teacher needs depth
+    with pytest.raises(Add3dError, match=r"eval_box2d_scale"):
+        load_config(None, ["train.eval_box2d_scale=0"])
 
 
 def test_distill_section_enables_add_and_is_validated(tmp_path):

@@ -23,8 +23,10 @@ def test_quick_demo_writes_an_honest_report(tmp_path: Path) -> None:
     models = ["baseline (RGB)", "teacher (RGB + depth)", "ADD student (RGB)"]
     assert set(models) <= set(results)
     # every number in the report is the evaluator's on the predictions the demo wrote
+    assert results["_meta"]["box2d_scale"] == 4.0  # the synthetic configs' KITTI-sized difficulties
     recomputed = evaluate_dirs(out / "data/training/label_2", out / "add/predictions",
-                               ids=out / "data/ImageSets/val.txt", overlap="loose")
+                               ids=out / "data/ImageSets/val.txt", overlap="loose",
+                               box2d_scale=results["_meta"]["box2d_scale"])
     assert results["ADD student (RGB)"]["3d@0.5"]["Car"]["R40"] == pytest.approx(recomputed["Car"]["3d"]["R40"])
     for model in models:
         for key in ("3d@0.7", "bev@0.7", "3d@0.5", "bev@0.5"):

@@ -347,6 +347,39 @@ def test_malformed_and_missing_ground_truth(tmp_path):
         evaluate_dirs(tmp_path / "nowhere", pred_dir)
 
 
+def test_box2d_scale_equals_evaluating_scaled_label_files(tmp_path, capsys):
+    # Quarter-size frames: a 10 px car is "hard"-too-small unscaled (<= 25 px) but moderate at x4.
+    rng = np.random.default_rng(3)
+    gt, dt = {}, {}
+    for i in range(30):
+        top = 20.0 + i
+        height = float(rng.uniform(5.0, 14.0))
+        car = obj(box=(50.0, top, 70.0, top + height), z=20.0 + i)
+        gt[f"{i:06d}"] = [car]
+        dt[f"{i:06d}"] = [det_of(car, score=float(rng.uniform()), box=np.array([50.0, top, 70.0, top + height * 0.97]),
+                                 z=20.0 + i + float(rng.normal(0, 1.0)))]
+    scale = 4.0
+
+    def scaled(frames):
+        out = {}
+        for key, objects in frames.items():
+            out[key] = [det_of(o, o.score, box=o.box2d * scale) if o.score is not None else
+                        obj(box=tuple(o.box2d * scale), x=o.location[0], z=o.location[2]) for o in objects]
+        return out
+
+    expected = evaluate(scaled(gt), scaled(dt), classes=("Car",), overlap="loose")
+    result = evaluate(gt, dt, classes=("Car",), overlap="loose", box2d_scale=scale)
+    assert result == expected
+    assert aps(result, metric="2d")[1] > 0 and aps(evaluate(gt, dt, classes=("Car",)), metric="2d") == [0.0, 0.0, 0.0]
+    gt_dir, pred_dir = write_dirs(tmp_path, gt, dt)
+    assert evaluate_dirs(gt_dir, pred_dir, classes=("Car",), overlap="loose", box2d_scale=scale) == expected
+    assert cli_main(["eval-kitti", "--gt", str(gt_dir), "--pred", str(pred_dir), "--box2d-scale", "4",
+                     "--classes", "Car"]) == 0
+    assert "not the official protocol" in capsys.readouterr().out
+    with pytest.raises(Add3dError, match="box2d_scale"):
+        evaluate(gt, dt, box2d_scale=0.0)
+
+
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     gt, dt = perfect(41)
     gt_dir, pred_dir = write_dirs(tmp_path, gt, dt)

@@ -64,6 +64,9 @@ class TrainConfig:
     max_bad_steps: int = 20  # abort after this many consecutive non-finite losses (each one is skipped)
     log_every: int = 10  # TensorBoard scalars every N steps
     eval_overlap: str = "default"  # KITTI overlaps: default (0.7/0.5/0.5) | loose (0.5/0.25/0.25)
+    # Multiply 2D boxes before evaluating so KITTI's pixel-height difficulties act on down-scaled
+    # frames as on full-size ones (4.0 for `add3d synth --scale 0.25`); 1.0 = the official protocol.
+    eval_box2d_scale: float = 1.0
     best_metric: str = "Car/3d/R40/moderate"  # CLASS/KIND/R11|R40/easy|moderate|hard, higher is better
     init_checkpoint: str | None = None  # detector weights to start from (3-channel weights widen for teachers)
 
@@ -200,6 +203,8 @@ def validate_config(config: Config, source: str = "<config>") -> None:
             raise Add3dError(f"train.grad_clip must be > 0 or null, got {train.grad_clip}")
         if train.eval_overlap not in ("default", "loose"):
             raise Add3dError(f"train.eval_overlap must be 'default' or 'loose', got '{train.eval_overlap}'")
+        if not train.eval_box2d_scale > 0:
+            raise Add3dError(f"train.eval_box2d_scale must be > 0, got {train.eval_box2d_scale}")
         parse_metric_name(train.best_metric)
         if config.optim.name not in ("adam", "adamw", "sgd"):
             raise Add3dError(f"optim.name must be adam, adamw or sgd, got '{config.optim.name}'")

@@ -78,13 +78,14 @@ def evaluate_predictions(
     predictions: dict[str, list[Object3D]],
     classes: tuple[str, ...],
     overlap: str = "default",
+    box2d_scale: float = 1.0,
 ) -> dict:
-    """KITTI metrics (percent) through the project's devkit-identical evaluator."""
+    """KITTI metrics (percent) through the project's devkit-identical evaluator (see its ``box2d_scale``)."""
     from add3d.evaluation.kitti_eval import evaluate
 
     evaluated = [c for c in classes if c in ("Car", "Pedestrian", "Cyclist")]
     dt = {frame_id: predictions.get(frame_id, []) for frame_id in ground_truth}
-    return evaluate(ground_truth, dt, classes=tuple(evaluated), overlap=overlap)
+    return evaluate(ground_truth, dt, classes=tuple(evaluated), overlap=overlap, box2d_scale=box2d_scale)
 
 
 def metric_value(results: dict, name: str) -> float:

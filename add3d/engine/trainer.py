@@ -194,7 +194,8 @@ def validate(detector, loader, dataset: MonoDataset, ground_truth: dict, device,
         detector, loader, device, input_kind(cfg.model), cfg.teacher.depth_scale, cfg.model.score_threshold,
         description="validate",
     )
-    return evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap)
+    return evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap,
+                                cfg.train.eval_box2d_scale)
 
 
 class JsonLog:

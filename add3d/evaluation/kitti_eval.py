@@ -15,6 +15,7 @@ against the compiled devkit. Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -186,6 +187,11 @@ def _class_curves(gt: LabelArrays, det: LabelArrays, cls: str, overlap: str, com
     return curves
 
 
+def _scale_box2d(arrays: LabelArrays, factor: float) -> LabelArrays:
+    """The same labels with every 2D box multiplied by ``factor`` (IoUs unchanged, heights scaled)."""
+    return dataclasses.replace(arrays, box2d=arrays.box2d * factor)
+
+
 def _check_options(classes, overlap: str) -> tuple[str, ...]:
     classes = tuple(classes)
     unknown = [cls for cls in classes if cls not in CLASSES]
@@ -202,11 +208,16 @@ def evaluate_arrays(
     classes=CLASSES,
     overlap: str = "default",
     return_curves: bool = False,
+    box2d_scale: float = 1.0,
 ) -> dict:
     """Evaluate flat label arrays (see :func:`evaluate` for the result layout)."""
     classes = _check_options(classes, overlap)
     if gt.num_frames != det.num_frames:
         raise Add3dError(f"ground truth has {gt.num_frames} frames but detections {det.num_frames}")
+    if not (np.isfinite(box2d_scale) and box2d_scale > 0):
+        raise Add3dError(f"box2d_scale must be a positive number, got {box2d_scale}")
+    if box2d_scale != 1.0:
+        gt, det = _scale_box2d(gt, box2d_scale), _scale_box2d(det, box2d_scale)
     compute_aos = not bool(np.any(det.alpha == INVALID_ALPHA))
     result: dict = {}
     all_curves: dict = {}
@@ -230,6 +241,7 @@ def evaluate(
     classes=CLASSES,
     overlap: str = "default",
     return_curves: bool = False,
+    box2d_scale: float = 1.0,
 ) -> dict:
     """Official KITTI AP of detections ``dt`` against ground truth ``gt`` (both keyed by frame id).
 
@@ -239,6 +251,11 @@ def evaluate(
     ``overlap="loose"`` uses 0.5/0.25/0.25 for BEV/3D. ``return_curves=True`` adds
     ``result["curves"][cls][metric]``: three 41-point precision (AOS: orientation-similarity) lists,
     point i at recall i/40.
+
+    ``box2d_scale`` multiplies every 2D box (ground truth and detections) before evaluating, so the
+    devkit's pixel-height difficulty limits (40/25/25 px) act on down-scaled frames as they would on
+    full-size KITTI frames (4.0 for ``add3d synth --scale 0.25``); 2D IoUs do not change. The
+    official protocol is 1.0; anything else must be reported with the numbers.
     """
     frame_ids = list(gt)
     for frame_id in frame_ids:
@@ -247,7 +264,7 @@ def evaluate(
                 raise Add3dError(f"frame {frame_id}: detection of class {obj.cls_type} has no finite score ({obj.score})")
     gt_arrays = LabelArrays.from_objects([gt[frame_id] for frame_id in frame_ids])
     dt_arrays = LabelArrays.from_objects([dt.get(frame_id, []) for frame_id in frame_ids])
-    return evaluate_arrays(gt_arrays, dt_arrays, classes, overlap, return_curves)
+    return evaluate_arrays(gt_arrays, dt_arrays, classes, overlap, return_curves, box2d_scale)
 
 
 def evaluate_dirs(
@@ -257,6 +274,7 @@ def evaluate_dirs(
     classes=CLASSES,
     overlap: str = "default",
     return_curves: bool = False,
+    box2d_scale: float = 1.0,
 ) -> dict:
     """:func:`evaluate` on KITTI folders: ``gt_dir/<id>.txt`` (label_2) and ``pred_dir/<id>.txt`` (results).
 
@@ -267,15 +285,18 @@ def evaluate_dirs(
     frame_ids = list(ids) if isinstance(ids, (list, tuple)) else list_frame_ids(gt_dir, ids)
     gt = read_label_dir(gt_dir, frame_ids, prediction=False)
     det = read_label_dir(pred_dir, frame_ids, prediction=True)
-    return evaluate_arrays(gt, det, classes, overlap, return_curves)
+    return evaluate_arrays(gt, det, classes, overlap, return_curves, box2d_scale)
 
 
 def _format_values(values) -> str:
     return "".join(f"{'-':>9}" if value is None else f"{value:9.2f}" for value in values)
 
 
-def format_table(result: dict) -> str:
-    """A readable table: one row per class and metric, easy/moderate/hard for R40 then R11 (percent)."""
+def format_table(result: dict, box2d_scale: float = 1.0) -> str:
+    """A readable table: one row per class and metric, easy/moderate/hard for R40 then R11 (percent).
+
+    ``box2d_scale``: the value the result was computed with; anything but 1 is said in the title.
+    """
     names = {"2d": "2D bbox", "bev": "BEV", "3d": "3D", "aos": "AOS"}
     columns = ("easy", "mod", "hard")
     header = (
@@ -284,7 +305,10 @@ def format_table(result: dict) -> str:
         + "  |"
         + "".join(f"{'R11 ' + c if c == 'easy' else c:>9}" for c in columns)
     )
-    lines = ["KITTI AP (%), official devkit semantics", header, "-" * len(header)]
+    title = "KITTI AP (%), official devkit semantics"
+    if box2d_scale != 1.0:
+        title += f"; 2D boxes scaled x{box2d_scale:g} before the difficulty limits (not the official protocol)"
+    lines = [title, header, "-" * len(header)]
     for cls, metrics in result.items():
         if cls == "curves":
             continue
@@ -302,14 +326,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="classes to evaluate (Car Pedestrian Cyclist)")
     parser.add_argument("--overlap", choices=sorted(MIN_OVERLAP), default="default",
                         help="default: 0.7/0.5/0.5; loose: BEV/3D at 0.5/0.25/0.25")
+    parser.add_argument("--box2d-scale", type=float, default=1.0, metavar="S",
+                        help="multiply all 2D boxes by S first, so the 40/25 px difficulty heights act on "
+                             "down-scaled frames as on KITTI-sized ones (4 for `add3d synth --scale 0.25`); "
+                             "not the official protocol unless 1")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="write the AP values (percent) to this JSON file")
 
 
 def run(args: argparse.Namespace) -> int:
     from add3d.fileio import atomic_write_text
 
-    result = evaluate_dirs(args.gt, args.pred, ids=args.ids, classes=args.classes, overlap=args.overlap)
-    print(format_table(result))
+    result = evaluate_dirs(args.gt, args.pred, ids=args.ids, classes=args.classes, overlap=args.overlap,
+                           box2d_scale=args.box2d_scale)
+    print(format_table(result, args.box2d_scale))
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -71,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
         from add3d.evaluation.kitti_eval import format_table
 
         ground_truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
-        results = evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap)
-        table = format_table(results)
+        results = evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap,
+                                cfg.train.eval_box2d_scale)
+        table = format_table(results, cfg.train.eval_box2d_scale)
         print(table)
         atomic_write_text(out / "metrics.txt", table + "\n")
         atomic_write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
