@@ -1,14 +1,16 @@
 """ADD on the synthetic benchmark: teacher, baseline and ADD student over seeds, plus the ablation.
 
-Every run is `add3d train` with the CPU configs of configs/monodle/ and the SAME budget (epochs,
+Every run is `add3d train` with the CPU configs of configs/<detector>/ and the SAME budget (epochs,
 batch, input size, schedule) — only the training module differs. Runs whose metrics.json exists are
 skipped, so the script can be stopped and restarted. At the end it prints (and writes to
 OUT/summary.json) the validation Car AP3D|R40 (moderate, and easy/hard) of the last epoch per run and
 mean / std / min / max per group.
 
-    .venv/bin/python -m add3d synth --out /tmp/add_exp/synth --scale 0.25 --frames 1000 --seed 0
-    .venv/bin/python benchmarks/add_synthetic.py --data /tmp/add_exp/synth --out /tmp/add_exp/runs \
-        --seeds 0 1 2 --ablation-seeds 0
+    .venv/bin/python -m add3d synth --out /tmp/b2/synth --frames 1500 --val-fraction 0.3334 --scale 0.25 --seed 0
+    .venv/bin/python benchmarks/add_synthetic.py --data /tmp/b2/synth --out /tmp/b2/runs \
+        --seeds 0 1 2 3 4 --ablation-seeds 0 1
+
+Parallel invocations on the same --out share the work: each skips runs another one has started.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs" / "monodle"
+DETECTORS = ("monodle", "gupnet", "monoflex")
 ABLATIONS = {
     "no_feature": "distill.feature_distillation=false",
     "no_object": "distill.object_distillation=false",
@@ -33,7 +35,7 @@ ABLATIONS = {
 METRIC = "Car/3d/R40"
 
 
-def train(name: str, config: str, overrides: list[str], out: Path, log_dir: Path) -> dict | None:
+def train(name: str, config: Path, overrides: list[str], out: Path, log_dir: Path) -> dict | None:
     """Run one training (unless done) and return its metrics.json."""
     run_dir = out / name
     metrics = run_dir / "metrics.json"
@@ -42,7 +44,7 @@ def train(name: str, config: str, overrides: list[str], out: Path, log_dir: Path
         print(f"[{time.strftime('%H:%M:%S')}] {name}: already started elsewhere, skipped", flush=True)
         return None
     if not metrics.is_file():
-        command = [sys.executable, "-m", "add3d", "train", str(CONFIGS / config), f"train.out_dir={run_dir}", *overrides]
+        command = [sys.executable, "-m", "add3d", "train", str(config), f"train.out_dir={run_dir}", *overrides]
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(command[2:])}", flush=True)
         started = time.time()
         with open(log_dir / f"{name}.log", "w") as log:
@@ -95,6 +97,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="synthetic KITTI root from `add3d synth`")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--detector", choices=DETECTORS, default="monodle", help="configs/<detector>/synthetic*.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ablation-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--teacher-seed", type=int, default=0)
@@ -103,6 +106,7 @@ def main() -> int:
                         help="which ablations, in this order (parallel invocations can split them)")
     parser.add_argument("overrides", nargs="*", help="extra overrides for EVERY run (same budget), e.g. train.epochs=8")
     args = parser.parse_args()
+    configs = REPO / "configs" / args.detector
     args.out.mkdir(parents=True, exist_ok=True)
     log_dir = args.out / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -120,19 +124,19 @@ def main() -> int:
         while not teacher_done.is_file():
             time.sleep(30)
     if "teacher" in groups or (needs_teacher and not teacher_done.is_file()):
-        results[teacher_name] = train(teacher_name, "synthetic_teacher.yaml", [*common, f"train.seed={args.teacher_seed}"], args.out, log_dir)
+        results[teacher_name] = train(teacher_name, configs / "synthetic_teacher.yaml", [*common, f"train.seed={args.teacher_seed}"], args.out, log_dir)
     student_common = [*common, f"teacher.checkpoint={teacher_checkpoint}"]
-    plan: list[tuple[str, str, list[str]]] = []
+    plan: list[tuple[str, Path, list[str]]] = []
     for seed in args.seeds:
         if "baseline" in groups:
-            plan.append((f"baseline_s{seed}", "synthetic.yaml", [*common, f"train.seed={seed}"]))
+            plan.append((f"baseline_s{seed}", configs / "synthetic.yaml", [*common, f"train.seed={seed}"]))
         if "add" in groups:
-            plan.append((f"add_s{seed}", "synthetic_add.yaml", [*student_common, f"train.seed={seed}"]))
+            plan.append((f"add_s{seed}", configs / "synthetic_add.yaml", [*student_common, f"train.seed={seed}"]))
     if "ablation" in groups:
         for seed in args.ablation_seeds:
             for name in args.ablations:
                 switch = ABLATIONS[name]
-                plan.append((f"{name}_s{seed}", "synthetic_add.yaml", [*student_common, switch, f"train.seed={seed}"]))
+                plan.append((f"{name}_s{seed}", configs / "synthetic_add.yaml", [*student_common, switch, f"train.seed={seed}"]))
     for name, config, overrides in plan:
         results[name] = train(name, config, overrides, args.out, log_dir)
 
