@@ -16,6 +16,7 @@ Parallel invocations on the same --out share the work: each skips runs another o
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -73,15 +74,51 @@ def describe(values: list[float]) -> dict:
     }
 
 
+def permutation_p_value(group: list[float], baseline: list[float]) -> float:
+    """One-sided exact permutation test of mean(group) > mean(baseline).
+
+    The share of all ways to split the pooled values into sets of the two sizes whose mean difference
+    is at least the observed one. No distributional assumption; with 5 vs 5 runs the smallest
+    possible value is 1/252.
+    """
+    pooled = group + baseline
+    observed = statistics.fmean(group) - statistics.fmean(baseline)
+    total = sum(pooled)
+    at_least = count = 0
+    for chosen in itertools.combinations(range(len(pooled)), len(group)):
+        picked = sum(pooled[i] for i in chosen)
+        difference = picked / len(group) - (total - picked) / len(baseline)
+        at_least += difference >= observed - 1e-12
+        count += 1
+    return at_least / count
+
+
+def versus_baseline(by_group: dict[str, list[float]]) -> dict[str, dict]:
+    """Gain of each group's mean over the baseline's and its permutation p-value (groups with >= 2 runs)."""
+    baseline = by_group.get("baseline", [])
+    if len(baseline) < 2:
+        return {}
+    return {
+        group: {
+            "mean_gain": round(statistics.fmean(values) - statistics.fmean(baseline), 2),
+            "p_one_sided": round(permutation_p_value(values, baseline), 4),
+            "all_above_baseline_max": min(values) > max(baseline),
+        }
+        for group, values in sorted(by_group.items())
+        if group != "baseline" and len(values) >= 2
+    }
+
+
 def markdown_table(table: dict[str, dict[str, float]]) -> str:
-    """Per-group rows: moderate mean ± std over seeds, per-seed values, and easy/hard means."""
+    """Per-group rows: moderate mean ± std over seeds, per-seed values, easy/hard means, gain and p."""
     groups: dict[str, list[tuple[str, dict[str, float]]]] = {}
     for name, ap in sorted(table.items()):
         group, seed = name.rsplit("_s", 1)
         groups.setdefault(group, []).append((seed, ap))
+    comparison = versus_baseline({group: [ap["moderate"] for _, ap in runs] for group, runs in groups.items()})
     lines = [
-        "| run | seeds | Car AP3D R40 moderate (mean ± std) | per seed | easy (mean) | hard (mean) |",
-        "|---|---|---|---|---|---|",
+        "| run | seeds | Car AP3D R40 moderate (mean ± std) | per seed | easy (mean) | hard (mean) | gain vs baseline (p) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for group, runs in groups.items():
         moderate = [ap["moderate"] for _, ap in runs]
@@ -89,7 +126,9 @@ def markdown_table(table: dict[str, dict[str, float]]) -> str:
         per_seed = ", ".join(f"s{seed}: {ap['moderate']:.2f}" for seed, ap in runs)
         easy = statistics.fmean(ap["easy"] for _, ap in runs)
         hard = statistics.fmean(ap["hard"] for _, ap in runs)
-        lines.append(f"| {group} | {len(runs)} | {stats['mean']:.2f} ± {stats['std']:.2f} | {per_seed} | {easy:.2f} | {hard:.2f} |")
+        versus = comparison.get(group)
+        gain = f"{versus['mean_gain']:+.2f} (p = {versus['p_one_sided']:.3f})" if versus else ""
+        lines.append(f"| {group} | {len(runs)} | {stats['mean']:.2f} ± {stats['std']:.2f} | {per_seed} | {easy:.2f} | {hard:.2f} | {gain} |")
     return "\n".join(lines) + "\n"
 
 
@@ -151,6 +190,7 @@ def main() -> int:
         "metric": f"{METRIC} (last epoch, validation split)",
         "runs": table,
         "moderate_by_group": {group: describe(values) for group, values in sorted(by_group.items())},
+        "versus_baseline": versus_baseline(by_group),
         "failed": sorted(name for name, value in results.items() if value is None),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
