@@ -161,6 +161,13 @@ def test_loss_weights_scale_the_terms():
     loss, logs = module(batch)
     expected = logs["detection"] + 3.0 * logs["distill_feature"] + 0.5 * logs["distill_object"] + 2.0 * logs["distill_response_heatmap"]
     assert torch.allclose(loss, expected)
+    # The separate weighted terms (for gradient diagnostics) are exactly what the loss sums.
+    terms, _ = module.loss_terms(batch)
+    assert list(terms) == ["detection", "distill_feature", "distill_object", "distill_response_heatmap",
+                           "distill_response_regression"]
+    assert torch.equal(sum(terms.values()), loss)
+    assert torch.allclose(terms["distill_feature"], 3.0 * logs["distill_feature"])
+    assert all(term.requires_grad for term in terms.values())
 
 
 # ----- TCA -------------------------------------------------------------------------------------------

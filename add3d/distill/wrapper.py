@@ -107,6 +107,18 @@ class DistillationModule(nn.Module):
         return features, pooled.flatten(2).transpose(1, 2), position
 
     def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
+        terms, logs = self.loss_terms(batch)
+        total = sum(terms.values())
+        logs["loss"] = total.detach()
+        return total, logs
+
+    def loss_terms(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """(weighted loss terms with their graphs, detached logs); the training loss is their sum.
+
+        Terms: ``detection`` and, for the enabled components, ``distill_feature``, ``distill_object``,
+        ``distill_response_heatmap``, ``distill_response_regression`` (each already times its
+        weight). Separate terms let `benchmarks/add_diagnostics.py` measure each one's gradient.
+        """
         targets = batch.get("targets")
         if targets is None:
             raise Add3dError("ADD distillation needs training targets in the batch")
@@ -125,7 +137,7 @@ class DistillationModule(nn.Module):
         P2_input = meta["P2_input"].to(student_features.device)
         indices = targets["indices"]
         object_mask = targets["mask_2d"]
-        total = detection_loss
+        terms = {"detection": detection_loss}
 
         needs_tokens = self.cross_attention is not None or (self.feature_adapter is not None and self.self_attention is not None)
         refined, tokens, token_position = (
@@ -135,7 +147,7 @@ class DistillationModule(nn.Module):
         if self.feature_adapter is not None:
             mask = losses.foreground_mask(targets["heatmap"], cfg.background_weight)
             feature_term = losses.feature_loss(self.feature_adapter(refined), teacher_features, mask)
-            total = total + cfg.feature_weight * feature_term
+            terms["distill_feature"] = cfg.feature_weight * feature_term
             logs["distill_feature"] = feature_term.detach()
 
         if self.cross_attention is not None:
@@ -149,7 +161,7 @@ class DistillationModule(nn.Module):
             )
             teacher_objects = gather_at_indices(teacher_features, indices)
             object_term = losses.object_loss(adapted, teacher_objects, object_mask, cfg.object_loss)
-            total = total + cfg.object_weight * object_term
+            terms["distill_object"] = cfg.object_weight * object_term
             logs["distill_object"] = object_term.detach()
 
         if cfg.response_distillation:
@@ -158,15 +170,15 @@ class DistillationModule(nn.Module):
                 teacher_responses = self.teacher.response_outputs(teacher_out, targets)
             student_responses = self.detector.response_outputs(student_out, targets)
             regression_term, parts = losses.regression_response_loss(student_responses, teacher_responses, object_mask)
-            total = total + cfg.response_heatmap_weight * heatmap_term + cfg.response_regression_weight * regression_term
+            terms["distill_response_heatmap"] = cfg.response_heatmap_weight * heatmap_term
+            terms["distill_response_regression"] = cfg.response_regression_weight * regression_term
             logs["distill_response_heatmap"] = heatmap_term.detach()
             logs["distill_response_regression"] = regression_term.detach()
             for name, value in parts.items():
                 logs[f"distill_response_{name}"] = value.detach()
 
         logs["detection"] = detection_loss.detach()
-        logs["loss"] = total.detach()
-        return total, logs
+        return terms, logs
 
 
 def _as_dataclass(value: Any, kind: type) -> Any:
