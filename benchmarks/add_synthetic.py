@@ -56,6 +56,24 @@ def train(name: str, config: Path, overrides: list[str], out: Path, log_dir: Pat
     return json.loads(metrics.read_text())
 
 
+def make_rgb_teacher(baseline_checkpoint: Path, configs: Path, out: Path) -> Path:
+    """A 5-channel teacher checkpoint holding an RGB baseline's weights (depth inputs weighted 0)."""
+    import torch
+
+    from add3d.distill.teacher import init_teacher_from_rgb, read_checkpoint_model, teacher_model_config
+    from add3d.engine.config import load_config
+    from add3d.fileio import atomic_save
+    from add3d.models import build_detector
+
+    path = out / f"rgb_teacher_from_{baseline_checkpoint.parent.name}.pth"
+    if not path.is_file():
+        model_cfg = load_config(configs / "synthetic.yaml").model
+        teacher = init_teacher_from_rgb(build_detector(teacher_model_config(model_cfg)), read_checkpoint_model(baseline_checkpoint))
+        state = {"model": teacher.state_dict()}
+        atomic_save(path, lambda tmp: torch.save(state, tmp))
+    return path
+
+
 def car_ap(summary: dict) -> dict[str, float]:
     """Car AP3D|R40 easy/moderate/hard of the last validation (flat metric names of the trainer)."""
     last = summary.get("last_metrics", {})
@@ -140,7 +158,10 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ablation-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--teacher-seed", type=int, default=0)
-    parser.add_argument("--only", nargs="*", default=None, help="group names to run: teacher baseline add ablation")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="group names to run: teacher baseline add ablation rgb_teacher (default: all but rgb_teacher)")
+    parser.add_argument("--rgb-teacher-from", default="baseline_s0", metavar="RUN",
+                        help="rgb_teacher control: the baseline run whose weights become the (depth-blind) teacher")
     parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS),
                         help="which ablations, in this order (parallel invocations can split them)")
     parser.add_argument("overrides", nargs="*", help="extra overrides for EVERY run (same budget), e.g. train.epochs=8")
@@ -171,6 +192,14 @@ def main() -> int:
             plan.append((f"baseline_s{seed}", configs / "synthetic.yaml", [*common, f"train.seed={seed}"]))
         if "add" in groups:
             plan.append((f"add_s{seed}", configs / "synthetic_add.yaml", [*student_common, f"train.seed={seed}"]))
+    if "rgb_teacher" in groups:
+        # Control: the same ADD training from a teacher that has never seen depth (a trained RGB
+        # baseline, its depth/validity input weights zero), to tell depth transfer from the effect
+        # of distillation itself.
+        rgb_teacher = make_rgb_teacher(args.out / args.rgb_teacher_from / "checkpoint_last.pth", configs, args.out)
+        for seed in args.seeds:
+            plan.append((f"rgb_teacher_s{seed}", configs / "synthetic_add.yaml",
+                         [*common, f"teacher.checkpoint={rgb_teacher}", f"train.seed={seed}"]))
     if "ablation" in groups:
         for seed in args.ablation_seeds:
             for name in args.ablations:
