@@ -34,6 +34,7 @@ ABLATIONS = {
     "no_position_encoding": "distill.position_encoding=false",
 }
 METRIC = "Car/3d/R40"
+SECONDARY = ("bev", "2d")  # also summarised: Car moderate AP|R40 of these
 
 
 def train(name: str, config: Path, overrides: list[str], out: Path, log_dir: Path) -> dict | None:
@@ -75,9 +76,12 @@ def make_rgb_teacher(baseline_checkpoint: Path, configs: Path, out: Path) -> Pat
 
 
 def car_ap(summary: dict) -> dict[str, float]:
-    """Car AP3D|R40 easy/moderate/hard of the last validation (flat metric names of the trainer)."""
+    """Car AP3D|R40 easy/moderate/hard of the last validation, and moderate BEV / 2D AP|R40."""
     last = summary.get("last_metrics", {})
-    return {level: float(last.get(f"{METRIC}/{level}", float("nan"))) for level in ("easy", "moderate", "hard")}
+    ap = {level: float(last.get(f"{METRIC}/{level}", float("nan"))) for level in ("easy", "moderate", "hard")}
+    for kind in SECONDARY:
+        ap[f"{kind}_moderate"] = float(last.get(f"Car/{kind}/R40/moderate", float("nan")))
+    return ap
 
 
 def describe(values: list[float]) -> dict:
@@ -133,10 +137,14 @@ def markdown_table(table: dict[str, dict[str, float]]) -> str:
     for name, ap in sorted(table.items()):
         group, seed = name.rsplit("_s", 1)
         groups.setdefault(group, []).append((seed, ap))
-    comparison = versus_baseline({group: [ap["moderate"] for _, ap in runs] for group, runs in groups.items()})
+    def compare(key: str) -> dict[str, dict]:
+        return versus_baseline({group: [ap[key] for _, ap in runs] for group, runs in groups.items()})
+
+    comparison = {key: compare(key) for key in ("moderate", *(f"{kind}_moderate" for kind in SECONDARY))}
     lines = [
-        "| run | seeds | Car AP3D R40 moderate (mean ± std) | per seed | easy (mean) | hard (mean) | gain vs baseline (p) |",
-        "|---|---|---|---|---|---|---|",
+        "| run | seeds | Car AP3D R40 moderate (mean ± std) | per seed | easy (mean) | hard (mean) | gain vs baseline (p) "
+        "| BEV moderate (mean ± std, gain p) | 2D moderate (mean ± std, gain p) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for group, runs in groups.items():
         moderate = [ap["moderate"] for _, ap in runs]
@@ -144,9 +152,16 @@ def markdown_table(table: dict[str, dict[str, float]]) -> str:
         per_seed = ", ".join(f"s{seed}: {ap['moderate']:.2f}" for seed, ap in runs)
         easy = statistics.fmean(ap["easy"] for _, ap in runs)
         hard = statistics.fmean(ap["hard"] for _, ap in runs)
-        versus = comparison.get(group)
+        versus = comparison["moderate"].get(group)
         gain = f"{versus['mean_gain']:+.2f} (p = {versus['p_one_sided']:.3f})" if versus else ""
-        lines.append(f"| {group} | {len(runs)} | {stats['mean']:.2f} ± {stats['std']:.2f} | {per_seed} | {easy:.2f} | {hard:.2f} | {gain} |")
+        secondary = []
+        for kind in SECONDARY:
+            kind_stats = describe([ap[f"{kind}_moderate"] for _, ap in runs])
+            kind_versus = comparison[f"{kind}_moderate"].get(group)
+            cell = f"{kind_stats['mean']:.2f} ± {kind_stats['std']:.2f}"
+            secondary.append(cell + (f" (p = {kind_versus['p_one_sided']:.3f})" if kind_versus else ""))
+        lines.append(f"| {group} | {len(runs)} | {stats['mean']:.2f} ± {stats['std']:.2f} | {per_seed} | {easy:.2f} | {hard:.2f} | {gain} "
+                     f"| {' | '.join(secondary)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -212,14 +227,15 @@ def main() -> int:
     table: dict[str, dict] = {}
     for metrics in sorted(args.out.glob("*/metrics.json")):
         table[metrics.parent.name] = car_ap(json.loads(metrics.read_text()))
-    by_group: dict[str, list[float]] = {}
+    by_group: dict[str, dict[str, list[float]]] = {}
     for name, ap in table.items():
-        by_group.setdefault(name.rsplit("_s", 1)[0], []).append(ap["moderate"])
+        for key, value in ap.items():
+            by_group.setdefault(key, {}).setdefault(name.rsplit("_s", 1)[0], []).append(value)
     summary = {
-        "metric": f"{METRIC} (last epoch, validation split)",
+        "metric": f"{METRIC} (last epoch, validation split); *_moderate: Car/<kind>/R40/moderate",
         "runs": table,
-        "moderate_by_group": {group: describe(values) for group, values in sorted(by_group.items())},
-        "versus_baseline": versus_baseline(by_group),
+        "moderate_by_group": {group: describe(values) for group, values in sorted(by_group.get("moderate", {}).items())},
+        "versus_baseline": {key: versus_baseline(groups) for key, groups in by_group.items() if key not in ("easy", "hard")},
         "failed": sorted(name for name, value in results.items() if value is None),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
