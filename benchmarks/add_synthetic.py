@@ -131,6 +131,11 @@ def versus_baseline(by_group: dict[str, list[float]]) -> dict[str, dict]:
     }
 
 
+def mean_std(stats: dict) -> str:
+    """'mean ± std', or the single value of a one-run group (no spread was measured)."""
+    return f"{stats['mean']:.2f} ± {stats['std']:.2f}" if stats["n"] > 1 else f"{stats['mean']:.2f}"
+
+
 def markdown_table(table: dict[str, dict[str, float]]) -> str:
     """Per-group rows: moderate mean ± std over seeds, per-seed values, easy/hard means, gain and p."""
     groups: dict[str, list[tuple[str, dict[str, float]]]] = {}
@@ -158,9 +163,9 @@ def markdown_table(table: dict[str, dict[str, float]]) -> str:
         for kind in SECONDARY:
             kind_stats = describe([ap[f"{kind}_moderate"] for _, ap in runs])
             kind_versus = comparison[f"{kind}_moderate"].get(group)
-            cell = f"{kind_stats['mean']:.2f} ± {kind_stats['std']:.2f}"
+            cell = mean_std(kind_stats)
             secondary.append(cell + (f" (p = {kind_versus['p_one_sided']:.3f})" if kind_versus else ""))
-        lines.append(f"| {group} | {len(runs)} | {stats['mean']:.2f} ± {stats['std']:.2f} | {per_seed} | {easy:.2f} | {hard:.2f} | {gain} "
+        lines.append(f"| {group} | {len(runs)} | {mean_std(stats)} | {per_seed} | {easy:.2f} | {hard:.2f} | {gain} "
                      f"| {' | '.join(secondary)} |")
     return "\n".join(lines) + "\n"
 
