@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from add3d.data.mono_dataset import build_mono_dataset
-from add3d.engine.checkpoints import load_checkpoint
+from add3d.engine.checkpoints import load_checkpoint, load_module_state
 from add3d.engine.config import load_config
 from add3d.engine.modules import detector_input, input_kind
 from add3d.engine.trainer import build_loader, build_training_module
@@ -77,9 +77,8 @@ def gradient_shares(run: Path, batches: int) -> dict:
         return {}
     torch.manual_seed(0)
     module = build_training_module(cfg)
-    checkpoint = load_checkpoint(run / "checkpoint_last.pth")
-    module.detector.load_state_dict(checkpoint["model"])
-    module.load_state_dict({**{f"detector.{k}": v for k, v in checkpoint["model"].items()}, **checkpoint.get("module_extra", {})}, strict=False)
+    path = run / "checkpoint_last.pth"
+    load_module_state(module, load_checkpoint(path), path)
     module.train()
     dataset = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=0)
     loader = iter(build_loader(dataset, cfg.train.batch_size, 0))

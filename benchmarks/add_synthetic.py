@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from add3d.fileio import atomic_save, atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 DETECTORS = ("monodle", "gupnet", "monoflex")
 ABLATIONS = {
@@ -63,7 +65,6 @@ def make_rgb_teacher(baseline_checkpoint: Path, configs: Path, out: Path) -> Pat
 
     from add3d.distill.teacher import init_teacher_from_rgb, read_checkpoint_model, teacher_model_config
     from add3d.engine.config import load_config
-    from add3d.fileio import atomic_save
     from add3d.models import build_detector
 
     path = out / f"rgb_teacher_from_{baseline_checkpoint.parent.name}.pth"
@@ -136,16 +137,15 @@ def mean_std(stats: dict) -> str:
     return f"{stats['mean']:.2f} ± {stats['std']:.2f}" if stats["n"] > 1 else f"{stats['mean']:.2f}"
 
 
-def markdown_table(table: dict[str, dict[str, float]]) -> str:
-    """Per-group rows: moderate mean ± std over seeds, per-seed values, easy/hard means, gain and p."""
+def markdown_table(table: dict[str, dict[str, float]], versus: dict[str, dict[str, dict]]) -> str:
+    """Per-group rows: moderate mean ± std over seeds, per-seed values, easy/hard means, gain and p.
+
+    ``versus``: the summary's ``versus_baseline`` ({"moderate" | "<kind>_moderate": {group: ...}}).
+    """
     groups: dict[str, list[tuple[str, dict[str, float]]]] = {}
     for name, ap in sorted(table.items()):
         group, seed = name.rsplit("_s", 1)
         groups.setdefault(group, []).append((seed, ap))
-    def compare(key: str) -> dict[str, dict]:
-        return versus_baseline({group: [ap[key] for _, ap in runs] for group, runs in groups.items()})
-
-    comparison = {key: compare(key) for key in ("moderate", *(f"{kind}_moderate" for kind in SECONDARY))}
     lines = [
         "| run | seeds | Car AP3D R40 moderate (mean ± std) | per seed | easy (mean) | hard (mean) | gain vs baseline (p) "
         "| BEV moderate (mean ± std, gain p) | 2D moderate (mean ± std, gain p) |",
@@ -157,12 +157,12 @@ def markdown_table(table: dict[str, dict[str, float]]) -> str:
         per_seed = ", ".join(f"s{seed}: {ap['moderate']:.2f}" for seed, ap in runs)
         easy = statistics.fmean(ap["easy"] for _, ap in runs)
         hard = statistics.fmean(ap["hard"] for _, ap in runs)
-        versus = comparison["moderate"].get(group)
-        gain = f"{versus['mean_gain']:+.2f} (p = {versus['p_one_sided']:.3f})" if versus else ""
+        moderate_versus = versus.get("moderate", {}).get(group)
+        gain = f"{moderate_versus['mean_gain']:+.2f} (p = {moderate_versus['p_one_sided']:.3f})" if moderate_versus else ""
         secondary = []
         for kind in SECONDARY:
             kind_stats = describe([ap[f"{kind}_moderate"] for _, ap in runs])
-            kind_versus = comparison[f"{kind}_moderate"].get(group)
+            kind_versus = versus.get(f"{kind}_moderate", {}).get(group)
             cell = mean_std(kind_stats)
             secondary.append(cell + (f" (p = {kind_versus['p_one_sided']:.3f})" if kind_versus else ""))
         lines.append(f"| {group} | {len(runs)} | {mean_std(stats)} | {per_seed} | {easy:.2f} | {hard:.2f} | {gain} "
@@ -243,8 +243,8 @@ def main() -> int:
         "versus_baseline": {key: versus_baseline(groups) for key, groups in by_group.items() if key not in ("easy", "hard")},
         "failed": sorted(name for name, value in results.items() if value is None),
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (args.out / "summary.md").write_text(markdown_table(table))
+    atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(args.out / "summary.md", markdown_table(table, summary["versus_baseline"]))
     print(json.dumps(summary, indent=2))
     return 1 if summary["failed"] else 0
 

@@ -74,3 +74,14 @@ def load_detector_weights(detector: torch.nn.Module, path: str | Path) -> dict:
 def module_extra_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """State of a training module that is not its detector's (ADD adapters, frozen teacher, ...)."""
     return {key: value for key, value in module.state_dict().items() if not key.startswith("detector.")}
+
+
+def load_module_state(module: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
+    """Restore a training module (``module.detector`` + its ``module_extra``) from a trainer checkpoint."""
+    module.detector.load_state_dict(checkpoint["model"])
+    extra = checkpoint.get("module_extra", {})
+    if extra:
+        full = {**{f"detector.{k}": v for k, v in checkpoint["model"].items()}, **extra}
+        result = module.load_state_dict(full, strict=False)
+        if result.unexpected_keys:
+            raise Add3dError(f"{path}: the checkpoint was written by a different training module ({result.unexpected_keys[:3]})")

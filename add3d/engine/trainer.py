@@ -28,6 +28,7 @@ from add3d.data.mono_dataset import MonoDataset, batch_to_device, build_mono_dat
 from add3d.engine.checkpoints import (
     load_checkpoint,
     load_detector_weights,
+    load_module_state,
     module_extra_state,
     read_model_state,
     save_checkpoint,
@@ -143,13 +144,7 @@ def restore_checkpoint(path: str | Path, module, optimizer, scheduler, scaler) -
     missing = [key for key in ("model", "optimizer", "scheduler", "epoch", "rng") if key not in checkpoint]
     if missing:
         raise Add3dError(f"{path}: cannot resume, the checkpoint lacks {missing}")
-    module = unwrap_model(module)
-    module.detector.load_state_dict(checkpoint["model"])
-    extra = checkpoint.get("module_extra", {})
-    if extra:
-        result = module.load_state_dict({**{f"detector.{k}": v for k, v in checkpoint["model"].items()}, **extra}, strict=False)
-        if result.unexpected_keys:
-            raise Add3dError(f"{path}: the checkpoint was written by a different training module ({result.unexpected_keys[:3]})")
+    load_module_state(unwrap_model(module), checkpoint, path)
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     if "scaler" in checkpoint:

@@ -26,7 +26,6 @@ and inference then see the same kind of box), or the ground-truth ``targets["box
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

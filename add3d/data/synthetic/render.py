@@ -17,9 +17,8 @@ import numpy as np
 
 from add3d.data.synthetic import scene as S
 from add3d.data.synthetic.camera import Rig
-from add3d.geometry.raster import camera_rays
 from add3d.geometry.boxes import BOX_FACES, box3d_corners, rotation_y_matrix
-from add3d.geometry.raster import rasterize_polygon_depth
+from add3d.geometry.raster import camera_rays, rasterize_polygon_depth
 
 NEAR = 0.5  # metres; nothing in a scene is closer to the camera
 MAX_DEPTH = 250.0  # beyond this (far ground at the horizon, sky) the dense depth map says 0 = unknown
