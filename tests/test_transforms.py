@@ -110,3 +110,68 @@ def test_sampling_is_reproducible_and_respects_probabilities():
     shifts = np.array([p.center_shift for p in always])
     assert scales.min() >= 0.6 and scales.max() <= 1.4 and scales.std() > 0.2
     assert np.abs(shifts[:, 0]).max() <= 0.2 * 1242 + 1e-9 and np.abs(shifts[:, 1]).max() <= 0.2 * 375 + 1e-9
+
+
+def gaussian_spot_image(centre_uv: np.ndarray, size: tuple[int, int], sigma: float = 2.0) -> np.ndarray:
+    """A float image with a smooth spot centred at the continuous point ``centre_uv``.
+
+    The project's pixel convention (geometry/calib.py, the renderer, depth_maps.py): pixel (row j,
+    column i) covers [i, i+1) x [j, j+1), so its centre is (i + 0.5, j + 0.5).
+    """
+    width, height = size
+    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    spot = np.exp(-((u - centre_uv[0]) ** 2 + (v - centre_uv[1]) ** 2) / (2 * sigma**2))
+    return np.repeat(spot[..., None], 3, axis=2).astype(np.float32)
+
+
+def spot_centre(image: np.ndarray) -> np.ndarray:
+    """Intensity centroid of the spot, in the same pixel-centre convention."""
+    weights = image[..., 0].astype(np.float64)
+    rows, cols = np.indices(weights.shape)
+    return np.array([(weights * (cols + 0.5)).sum(), (weights * (rows + 0.5)).sum()]) / weights.sum()
+
+
+@pytest.mark.parametrize("params", [
+    AugmentationParams(flip=True),
+    AugmentationParams(crop=True, crop_scale=1.3, center_shift=(-40.0, 10.0)),
+    AugmentationParams(flip=True, crop=True, crop_scale=0.7, center_shift=(60.0, -15.0)),
+])
+def test_flipped_image_content_sits_at_the_flipped_projection(params):
+    """Decides the flip: a 3D point's projection lands on the same image content before and after.
+
+    The original image carries a spot at the projection of a 3D point. After warping image,
+    calibration and labels, the spot's centroid must sit at the point's projection through the new
+    calibration (mirrored point for a flip), and the 2D label box around it must stay centred on it.
+    """
+    calib = Calibration.from_P2(P2)
+    point = np.array([-2.3, 1.1, 18.0])
+    uv = project(P2, point)
+    box = np.array([uv[0] - 20.0, uv[1] - 10.0, uv[0] + 20.0, uv[1] + 10.0])
+    obj = Object3D("Car", 0.0, 0, 0.0, box, [1.5, 1.6, 3.9], point + [0.0, 0.75, 0.0], 0.0)
+    sample = augment_frame(gaussian_spot_image(uv, SIZE), calib, [obj], SIZE, params)
+    seen_point = point * ([-1.0, 1.0, 1.0] if params.flip else 1.0)
+    expected = project(sample.calib.P2, seen_point)
+    np.testing.assert_allclose(spot_centre(sample.image), expected, atol=0.02)
+    out_box = sample.objects[0].box2d
+    np.testing.assert_allclose([(out_box[0] + out_box[2]) / 2, (out_box[1] + out_box[3]) / 2], expected, atol=1e-6)
+
+
+def test_flipped_depth_map_keeps_its_depth_under_the_flipped_projection():
+    """Per-pixel maps go through the same warp: a depth pixel stays under its 3D point's projection."""
+    calib = Calibration.from_P2(P2)
+    point = np.array([4.2, 0.9, 25.0])
+    uv = project(P2, point)
+    depth = np.zeros((SIZE[1], SIZE[0]), np.float32)
+    depth[int(np.floor(uv[1])), int(np.floor(uv[0]))] = 25.0
+    sample = augment_frame(np.zeros((SIZE[1], SIZE[0], 3), np.uint8), calib, [], SIZE,
+                           AugmentationParams(flip=True), maps={"depth": depth})
+    flipped_uv = project(sample.calib.P2, point * [-1.0, 1.0, 1.0])
+    rows, cols = np.nonzero(sample.maps["depth"])
+    assert (rows.tolist(), cols.tolist()) == ([int(np.floor(flipped_uv[1]))], [int(np.floor(flipped_uv[0]))])
+
+
+def test_flip_is_an_exact_mirror_of_the_pixels():
+    """The flipped image is the pixel mirror (column i -> width - 1 - i), nothing shifted or lost."""
+    image = np.random.default_rng(1).integers(0, 255, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
+    sample = augment_frame(image, Calibration.from_P2(P2), [], SIZE, AugmentationParams(flip=True))
+    np.testing.assert_array_equal(sample.image, image[:, ::-1])

@@ -7,8 +7,13 @@ that crop onto the network input with ONE uniform scale (set by the width) plus 
 Because the scale is uniform and there is no rotation, the warp is an affine map that keeps the
 pinhole model: the input image's calibration is exactly ``A @ P2`` (see ``Calibration``).
 
-Everything here works in continuous pixel coordinates (pixel i covers [i, i+1)), so a flip maps
-u to ``width - u`` -- the convention of :meth:`add3d.geometry.calib.Calibration.flipped`.
+Everything here works in continuous pixel coordinates (pixel i covers [i, i+1), its centre is at
+i + 0.5), so a flip maps u to ``width - u`` -- the convention of
+:meth:`add3d.geometry.calib.Calibration.flipped`, of the synthetic renderer and of the LiDAR depth
+maps, and the one PIL's flip and affine transform use (the official MonoDLE / GUPNet pipelines).
+OpenCV's ``warpAffine`` puts pixel centres at integers instead, so each warp is conjugated by a
+half-pixel shift before it reaches OpenCV (``opencv_warp_matrix``); without that, a flipped image
+sat 1 px off its flipped labels and a crop-resize by s moved content by (s - 1) / 2 px.
 Labels come out in the INPUT image: 2D boxes in input pixels, 3D boxes in the (possibly mirrored)
 rectified frame, angles mirrored. Per-pixel maps (depth, validity) are warped with nearest-neighbour
 sampling so that depths of neighbouring objects never blend into depths that exist nowhere.
@@ -95,6 +100,16 @@ def apply_affine_to_points(affine: np.ndarray, points: np.ndarray) -> np.ndarray
     return points @ affine[:, :2].T + affine[:, 2]
 
 
+def opencv_warp_matrix(affine: np.ndarray) -> np.ndarray:
+    """The 2x3 affine in OpenCV's pixel indices (centres at integers) of a continuous-pixel ``affine``.
+
+    Index x sits at continuous x + 0.5, so the index-space map is shift(-0.5) o affine o shift(+0.5).
+    """
+    to_continuous = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5]])
+    to_index = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5]])
+    return compose_affine(to_index, compose_affine(affine, to_continuous))
+
+
 def original_to_input_matrix(
     params: AugmentationParams, image_size: tuple[int, int], output_size: tuple[int, int]
 ) -> np.ndarray:
@@ -147,12 +162,13 @@ def augment_frame(
     height, width = image.shape[:2]
     out_w, out_h = output_size
     warp = original_to_input_matrix(params, (width, height), output_size)
-    warped_image = cv2.warpAffine(image, warp, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
+    pixel_warp = opencv_warp_matrix(warp)
+    warped_image = cv2.warpAffine(image, pixel_warp, (out_w, out_h), flags=cv2.INTER_LINEAR, borderValue=0)
     warped_maps = {}
     for name, value in (maps or {}).items():
         if value.shape[:2] != (height, width):
             raise ValueError(f"map '{name}' is {value.shape[:2]}, the image is {(height, width)}")
-        warped_maps[name] = cv2.warpAffine(value, warp, (out_w, out_h), flags=cv2.INTER_NEAREST, borderValue=0)
+        warped_maps[name] = cv2.warpAffine(value, pixel_warp, (out_w, out_h), flags=cv2.INTER_NEAREST, borderValue=0)
 
     frame_calib = calib.flipped(width) if params.flip else calib
     frame_objects = [flip_object(o, width) for o in objects] if params.flip else [copy.deepcopy(o) for o in objects]

@@ -2,7 +2,8 @@
 
 Conventions (KITTI's):
 - rectified camera frame ("rect"): x right, y down, z forward, metres;
-- image coordinates: continuous pixels, so a horizontal flip maps u to ``width - u``;
+- image coordinates: continuous pixels, pixel i covering [i, i+1) (centre i + 0.5), so a horizontal
+  flip maps u to ``width - u`` and pixel column i to ``width - 1 - i``;
 - ``depth`` means the rect-frame z of a point.
 """
 
