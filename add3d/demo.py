@@ -1,4 +1,4 @@
-"""`add3d demo`: the whole ADD pipeline on synthetic KITTI-format data, on a laptop CPU.
+"""The demo (``add3d demo``): the whole ADD pipeline on synthetic KITTI-format data, on a laptop CPU.
 
 Stages, each timed and printed: make a synthetic dataset -> train the RGB baseline -> train the depth
 teacher -> distil the teacher into an ADD student -> evaluate all three with the KITTI metric ->
@@ -8,7 +8,6 @@ commands that reproduce every step.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import time
@@ -17,7 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from add3d.data.dataset import KittiDataset
+from add3d.data.mono_dataset import IMAGENET_MEAN, IMAGENET_STD, build_mono_dataset
+from add3d.data.synthetic import generate_dataset
+from add3d.engine.config import load_config
+from add3d.engine.inference import predict_split, write_predictions
+from add3d.engine.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, train
 from add3d.errors import Add3dError
+from add3d.evaluation.kitti_eval import evaluate
+from add3d.fileio import atomic_write_text
+from add3d.viz.report import plot_pr_curves, plot_side_by_side, plot_teacher_input, results_table, write_report
 
 # Budgets: the full demo fits in ~15 minutes on 2 CPU cores; --quick is a ~3 minute smoke check.
 FULL = {"frames": 640, "epochs": {"baseline": 12, "teacher": 12, "add": 12}}
@@ -84,10 +92,6 @@ def train_overrides(run: DemoRun, model: str, data_root: Path, teacher_checkpoin
 
 def evaluate_model(cfg, checkpoint: Path, out_dir: Path) -> tuple[dict, dict, dict]:
     """(results by overlap, precision curves at 0.5, detections by frame) on the val split."""
-    from add3d.engine.commands.evaluate import predict_split
-    from add3d.engine.inference import write_predictions
-    from add3d.evaluation.kitti_eval import evaluate
-
     dataset, predictions = predict_split(cfg, checkpoint, cfg.data.val_split)
     write_predictions(predictions, out_dir / "predictions")
     ground_truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
@@ -103,10 +107,6 @@ def evaluate_model(cfg, checkpoint: Path, out_dir: Path) -> tuple[dict, dict, di
 def make_figures(run: DemoRun, data_root: Path, predictions: dict[str, dict], curves: dict[str, dict],
                  teacher_cfg) -> list[tuple[str, str]]:
     """Pictures for the report; returns (caption, relative path) pairs."""
-    from add3d.data.dataset import KittiDataset
-    from add3d.data.mono_dataset import IMAGENET_MEAN, IMAGENET_STD, build_mono_dataset
-    from add3d.viz.report import plot_pr_curves, plot_side_by_side, plot_teacher_input
-
     figures_dir = run.out_dir / "figures"
     figures = []
     val = KittiDataset(data_root, "val")
@@ -136,11 +136,7 @@ def make_figures(run: DemoRun, data_root: Path, predictions: dict[str, dict], cu
 
 
 def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2) -> dict:
-    from add3d.data.synthetic import generate_dataset
-    from add3d.engine.config import load_config
-    from add3d.engine.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, train
-    from add3d.viz.report import results_table, write_report
-
+    """Run every stage into ``out_dir`` and write the report; returns what results.json holds."""
     total_start = time.perf_counter()
     run = DemoRun(Path(out_dir), quick, seed)
     run.out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,8 +187,6 @@ def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2
         "overlaps": {"0.7": "0.7/0.5/0.5 (Car/Ped/Cyc, official)", "0.5": "0.5/0.25/0.25 (loose)"},
         "box2d_scale": cfgs["baseline"].train.eval_box2d_scale,
     }
-    from add3d.fileio import atomic_write_text
-
     atomic_write_text(run.out_dir / "results.json", json.dumps(results_json, indent=2) + "\n")
 
     verdict = judge(results)
@@ -245,15 +239,3 @@ def judge(results: dict) -> str:
         broken.append("the ADD student is below the baseline")
     return (facts + " The expected order does NOT hold in this run: " + " and ".join(broken) + ". "
             "One seed at a CPU budget is noisy; see docs/RESULTS.md for the multi-seed benchmark.")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="output folder (data, runs, report)")
-    parser.add_argument("--quick", action="store_true", help="tiny budget smoke check (~3 minutes)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2, help="processes for data generation")
-
-
-def run(args: argparse.Namespace) -> int:
-    run_demo(Path(args.out), quick=args.quick, seed=args.seed, workers=args.workers)
-    return 0

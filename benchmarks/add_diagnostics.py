@@ -29,7 +29,8 @@ from add3d.data.mono_dataset import build_mono_dataset
 from add3d.engine.checkpoints import load_checkpoint, load_module_state
 from add3d.engine.config import load_config
 from add3d.engine.modules import detector_input, input_kind
-from add3d.engine.trainer import build_loader, build_training_module
+from add3d.data.loader import build_loader
+from add3d.engine.trainer import build_training_module
 from add3d.models import build_detector
 from add3d.models.decode import depth_from_logit, gather_feature
 

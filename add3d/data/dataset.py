@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from add3d.data.depth_maps import read_depth_png
 from add3d.data.kitti import Object3D, read_calib, read_image, read_label, read_split, read_velodyne
 from add3d.errors import Add3dError
 from add3d.geometry.calib import Calibration
@@ -86,8 +87,6 @@ class KittiDataset:
         return read_label(self.path("label_2", self.ids[index]), allow_score=False) if self.load_labels else []
 
     def __getitem__(self, index: int) -> KittiFrame:
-        from add3d.data.depth_maps import read_depth_png
-
         frame_id = self.ids[index]
         frame = KittiFrame(
             frame_id=frame_id,

@@ -5,7 +5,6 @@ Stored as 16-bit PNG with value / 256 = metres and 0 = unknown (the usual KITTI 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import cv2
@@ -83,42 +82,3 @@ def object_depth_map(objects: list[Object3D], calib: Calibration, image_size: tu
         painted = np.isfinite(surface)
         out[painted] = surface[painted]
     return out
-
-
-# ----- command line ---------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", required=True, help="KITTI root (holding training/ and ImageSets/)")
-    parser.add_argument("--split", default="train", help="split name in ImageSets/ or path to an ids file")
-    parser.add_argument("--source", choices=("lidar", "object"), required=True,
-                        help="lidar: projected velodyne points; object: 3D boxes from label_2")
-    parser.add_argument("--out", default=None, help="output folder (default ROOT/training/depth_<source>)")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite maps that already exist")
-
-
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from add3d.data.dataset import KittiDataset
-    from add3d.data.kitti import read_calib, read_image, read_label, read_velodyne
-
-    dataset = KittiDataset(args.root, args.split, load_labels=args.source == "object")
-    out_dir = Path(args.out) if args.out else dataset.subset_dir / f"depth_{args.source}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = skipped = 0
-    for frame_id in tqdm(dataset.ids, desc=f"depth_{args.source}", unit="frame"):
-        target = out_dir / f"{frame_id}.png"
-        if target.exists() and not args.overwrite:
-            skipped += 1
-            continue
-        height, width = read_image(dataset.path("image_2", frame_id)).shape[:2]
-        calib = read_calib(dataset.path("calib", frame_id))
-        if args.source == "lidar":
-            points = read_velodyne(dataset.path("velodyne", frame_id))
-            depth = lidar_depth_map(points, calib, (width, height))
-        else:
-            objects = read_label(dataset.path("label_2", frame_id), allow_score=False)
-            depth = object_depth_map(objects, calib, (width, height))
-        write_depth_png(target, depth)
-        written += 1
-    print(f"wrote {written} depth maps to {out_dir} ({skipped} already present)")
-    return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from add3d.errors import Add3dError, DataFormatError
-from add3d.fileio import atomic_write_text
+from add3d.fileio import atomic_path, atomic_write_bytes, atomic_write_text
 from add3d.geometry.calib import Calibration
 
 KITTI_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
@@ -205,8 +205,6 @@ def read_velodyne(path: str | Path) -> np.ndarray:
 
 
 def write_velodyne(path: str | Path, points: np.ndarray) -> None:
-    from add3d.fileio import atomic_write_bytes
-
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] != 4:
         raise Add3dError(f"velodyne points must be (N, 4), got {points.shape}")
@@ -228,8 +226,6 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
     import cv2
-
-    from add3d.fileio import atomic_path
 
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)):

@@ -15,6 +15,7 @@ import torch
 
 from add3d.data.config import DataConfig
 from add3d.data.dataset import KittiDataset
+from add3d.data.depth_maps import lidar_depth_map, object_depth_map
 from add3d.data.kitti import Object3D
 from add3d.data.targets import TargetOptions, build_targets
 from add3d.data.transforms import AugmentationParams, augment_frame, sample_augmentation
@@ -135,8 +136,6 @@ class MonoDataset(torch.utils.data.Dataset):
         return self.frames.read_objects(index)
 
     def depth_map(self, frame) -> np.ndarray | None:
-        from add3d.data.depth_maps import lidar_depth_map, object_depth_map
-
         size = (frame.image.shape[1], frame.image.shape[0])
         if self.cfg.depth_source == "dense":
             return frame.depth

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from add3d.errors import Add3dError, DataFormatError
+from add3d.models import build_detector
+from add3d.models.pretrained import load_widened_state_dict
 
 TEACHER_IN_CHANNELS = 5  # RGB + depth / depth_scale + validity (see add3d.distill.teacher_input)
 
@@ -33,8 +35,6 @@ def init_teacher_from_rgb(teacher: nn.Module, rgb_state: Mapping[str, Tensor]) -
     extra depth/validity input weights start at zero (``add3d.models.pretrained``). A partial
     initialisation would make a teacher run quietly worse, so any other mismatch is an error.
     """
-    from add3d.models.pretrained import load_widened_state_dict
-
     load_widened_state_dict(teacher, dict(rgb_state), teacher.first_conv_key)
     return teacher
 
@@ -64,8 +64,6 @@ def freeze(module: nn.Module) -> nn.Module:
 
 def load_teacher(student_model_cfg: Any, checkpoint: str | Path) -> nn.Module:
     """Build the teacher for a student config and load a trained teacher checkpoint, frozen."""
-    from add3d.models import build_detector
-
     teacher = build_detector(teacher_model_config(student_model_cfg))
     state = read_checkpoint_model(checkpoint)
     try:

@@ -25,12 +25,12 @@ from add3d.distill.attention import SelfAttention3D, TargetCrossAttention, gathe
 from add3d.distill.config import DistillConfig, TeacherConfig
 from add3d.distill.position_encoding import PositionEncoding3D
 from add3d.distill.teacher import freeze, load_teacher
+from add3d.distill.teacher_input import make_teacher_input
 from add3d.errors import Add3dError
+from add3d.models import build_detector
 
 
 def _default_teacher_input(depth_scale: float) -> Callable[[dict], Tensor]:
-    from add3d.distill.teacher_input import make_teacher_input
-
     return lambda batch: make_teacher_input(batch, depth_scale=depth_scale)
 
 
@@ -207,8 +207,6 @@ def build_distillation_module(model_cfg: Any, distill_cfg: Any = None, teacher_c
     The teacher is the same detector with 5 input channels; its checkpoint is read with
     ``weights_only=True`` and must load strictly.
     """
-    from add3d.models import build_detector
-
     distill_cfg = _as_dataclass(distill_cfg, DistillConfig)
     teacher_cfg = _as_dataclass(teacher_cfg, TeacherConfig)
     if not teacher_cfg.checkpoint:

@@ -1,21 +1,31 @@
-"""Running a detector over a dataset: detections, KITTI result files, metrics.
+"""Running a detector over a dataset or an image: detections, KITTI result files, metrics.
 
-Shared by periodic validation in training, ``add3d eval``, ``add3d export-submission`` and
-``add3d predict`` so that all of them decode and write results in exactly the same way.
+Shared by periodic validation in training, ``add3d eval``, ``add3d export-submission``,
+``add3d predict`` and the demo so that all of them load, decode and write results in exactly the
+same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from add3d.data.kitti import Object3D, write_label
-from add3d.data.mono_dataset import batch_to_device
-from add3d.engine.config import parse_metric_name
-from add3d.engine.modules import detector_input
+from add3d.data.loader import build_loader
+from add3d.data.mono_dataset import MonoDataset, batch_to_device, build_mono_dataset, collate_batch, encode_sample
+from add3d.engine.checkpoints import load_checkpoint, load_detector_weights
+from add3d.engine.config import Config, config_from_dict, load_config, parse_metric_name
+from add3d.engine.modules import detector_input, input_kind
 from add3d.errors import Add3dError
+from add3d.evaluation.kitti_eval import evaluate
+from add3d.fileio import atomic_path
+from add3d.geometry.calib import Calibration
+from add3d.models import build_detector
 
 
 def set_threads(threads: int | None) -> None:
@@ -35,6 +45,53 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise Add3dError(f"train.device is '{name}' but CUDA is not available; use device=cpu")
     return device
+
+
+def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> torch.nn.Module:
+    """The configured detector with the checkpoint's weights, on ``device``, in eval mode."""
+    model_cfg = cfg.model
+    if getattr(model_cfg, "pretrained", None):
+        model_cfg = dataclasses.replace(model_cfg, pretrained=None)  # the checkpoint has all the weights
+    detector = build_detector(model_cfg)
+    load_detector_weights(detector, checkpoint)
+    return detector.to(device).eval()
+
+
+def predict_split(cfg: Config, checkpoint: str | Path, split: str, batch_size: int | None = None,
+                  device_name: str | None = None) -> tuple[MonoDataset, dict[str, list[Object3D]]]:
+    """(dataset, detections by frame id) of a split."""
+    set_threads(cfg.train.threads)
+    device = resolve_device(device_name or cfg.train.device)
+    dataset = build_mono_dataset(cfg.data, split, augment=False, with_depth=input_kind(cfg.model) == "rgbd")
+    loader = build_loader(dataset, batch_size or cfg.train.batch_size, cfg.train.workers)
+    detector = load_detector(cfg, checkpoint, device)
+    predictions = predict_loader(detector, loader, device, input_kind(cfg.model), cfg.teacher.depth_scale,
+                                 cfg.model.score_threshold, description=f"predict {split}")
+    return dataset, predictions
+
+
+def predict_config(checkpoint: str | Path, config: str | Path | None, overrides: list[str]) -> Config:
+    """The config to run an RGB checkpoint with: ``config``, else the one stored in the checkpoint."""
+    if config is not None:
+        cfg = load_config(config, overrides, training=False)
+    else:
+        stored = load_checkpoint(checkpoint).get("config")
+        if not isinstance(stored, dict):
+            raise Add3dError(f"{checkpoint}: no stored config; pass --config")
+        stored = {**stored, "distill": None}  # an ADD student predicts as the plain detector
+        cfg = config_from_dict(stored, f"{checkpoint} (stored config)", overrides)
+    if input_kind(cfg.model) != "rgb":
+        raise Add3dError("predict runs RGB detectors; this checkpoint is a depth teacher (model.in_channels 5)")
+    return cfg
+
+
+@torch.no_grad()
+def predict_image(detector: torch.nn.Module, frame_id: str, image: np.ndarray, calib: Calibration, cfg: Config,
+                  device: torch.device, score_threshold: float | None) -> list[Object3D]:
+    """Detections of an RGB detector on one image (original-image coordinates)."""
+    batch = batch_to_device(collate_batch([encode_sample(frame_id, image, calib, cfg.data)]), device)
+    outputs = detector(detector_input(batch, "rgb"), None, meta=batch["meta"])
+    return list(detector.decode(outputs, batch["meta"], score_threshold=score_threshold)[0])
 
 
 @torch.no_grad()
@@ -73,6 +130,16 @@ def write_predictions(predictions: dict[str, list[Object3D]], out_dir: str | Pat
     return out_dir
 
 
+def write_submission_zip(predictions: dict[str, list[Object3D]], ids: list[str], path: str | Path) -> None:
+    """The KITTI test server's zip: one ``<id>.txt`` result file per id (empty when there is no
+    detection; label_2 format with the score as the 16th value), written atomically."""
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for frame_id in ids:
+                text = "".join(obj.to_line() + "\n" for obj in predictions.get(frame_id, []))
+                archive.writestr(f"{frame_id}.txt", text)
+
+
 def evaluate_predictions(
     ground_truth: dict[str, list[Object3D]],
     predictions: dict[str, list[Object3D]],
@@ -81,8 +148,6 @@ def evaluate_predictions(
     box2d_scale: float = 1.0,
 ) -> dict:
     """KITTI metrics (percent) through the project's devkit-identical evaluator (see its ``box2d_scale``)."""
-    from add3d.evaluation.kitti_eval import evaluate
-
     evaluated = [c for c in classes if c in ("Car", "Pedestrian", "Cyclist")]
     dt = {frame_id: predictions.get(frame_id, []) for frame_id in ground_truth}
     return evaluate(ground_truth, dt, classes=tuple(evaluated), overlap=overlap, box2d_scale=box2d_scale)

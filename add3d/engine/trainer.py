@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from add3d.data.mono_dataset import MonoDataset, batch_to_device, build_mono_dataset, collate_batch
+from add3d.data.loader import build_loader
+from add3d.data.mono_dataset import MonoDataset, batch_to_device, build_mono_dataset
+from add3d.distill.teacher import init_teacher_from_rgb, load_teacher
+from add3d.distill.wrapper import DistillationModule
 from add3d.engine.checkpoints import (
     load_checkpoint,
     load_detector_weights,
@@ -58,6 +60,7 @@ from add3d.engine.optim import build_optimizer, build_scheduler
 from add3d.engine.seed import capture_rng_state, restore_rng_state, seed_everything
 from add3d.errors import Add3dError
 from add3d.fileio import atomic_write_text
+from add3d.models import build_detector
 
 LAST_CHECKPOINT = "checkpoint_last.pth"
 RESERVED_LOG_NAMES = ("loss", "lr", "kind", "epoch", "step", "seconds")
@@ -75,14 +78,10 @@ class TrainState:
 
 # ----- building blocks ------------------------------------------------------------------------------
 def build_detector_from_config(cfg: Config) -> torch.nn.Module:
-    from add3d.models import build_detector
-
     detector = build_detector(cfg.model)
     if cfg.train.init_checkpoint:
         state = read_model_state(cfg.train.init_checkpoint)
         if input_kind(cfg.model) == "rgbd" and _first_conv_channels(state) == 3:
-            from add3d.distill.teacher import init_teacher_from_rgb
-
             init_teacher_from_rgb(detector, state)  # RGB weights, extra depth channels start at zero
         else:
             load_detector_weights(detector, cfg.train.init_checkpoint)
@@ -100,27 +99,9 @@ def build_training_module(cfg: Config, detector: torch.nn.Module | None = None) 
     """``DetectorModule`` for baselines / teachers, ADD's ``DistillationModule`` when ``cfg.distill`` is set."""
     detector = detector if detector is not None else build_detector_from_config(cfg)
     if cfg.distill is not None:
-        from add3d.distill.teacher import load_teacher
-        from add3d.distill.wrapper import DistillationModule
-
         teacher = load_teacher(cfg.model, cfg.teacher.checkpoint)
         return DistillationModule(detector, teacher, cfg.distill, depth_scale=cfg.teacher.depth_scale)
     return DetectorModule(detector, input_kind(cfg.model), cfg.teacher.depth_scale)
-
-
-def build_loader(dataset: MonoDataset, batch_size: int, workers: int, sampler=None, seed: int = 0) -> DataLoader:
-    # A private generator: creating the iterator then never consumes the global torch RNG.
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate_batch,
-        drop_last=sampler is not None,
-        pin_memory=torch.cuda.is_available(),
-        generator=torch.Generator().manual_seed(seed),
-    )
 
 
 def checkpoint_state(module, optimizer, scheduler, scaler, state: TrainState, cfg: Config) -> dict:

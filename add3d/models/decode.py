@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from add3d.data.kitti import Object3D
+
 
 def gather_feature(feature_map: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Sample a dense ``B x C x h x w`` map at flat positions ``B x K`` (y * w + x) -> ``B x K x C``."""
@@ -110,8 +112,6 @@ def mirror_alpha_if_flipped(alpha: torch.Tensor, input_to_original: torch.Tensor
 def detections_to_objects(classes, keep, cls_ids, alpha, box2d, dims, location, rotation_y, scores):
     """Batched decoded tensors (``B x K`` / ``B x K x n``) -> per-image lists of KITTI ``Object3D``
     for the slots where ``keep`` is true, in slot order."""
-    from add3d.data.kitti import Object3D
-
     columns = [t.cpu().numpy() for t in (keep, cls_ids, alpha, box2d, dims, location, rotation_y, scores)]
     results = []
     for keep_b, cls_b, alpha_b, box_b, dims_b, loc_b, ry_b, score_b in zip(*columns):

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from add3d.fileio import atomic_path, atomic_write_text
+from add3d.viz.draw import colorize_depth, draw_boxes3d, plot_bev
 
 DIFFICULTIES = ("easy", "moderate", "hard")
 
@@ -57,8 +58,6 @@ def plot_pr_curves(curves: dict[str, dict], cls: str, out_path: Path, metric: st
 def plot_side_by_side(image: np.ndarray, P2: np.ndarray, ground_truth: Sequence, predictions: dict[str, Sequence],
                       out_path: Path, title: str = "") -> None:
     """One row per model: predictions (class colours) over ground truth (white), plus a BEV panel."""
-    from add3d.viz.draw import draw_boxes3d, plot_bev
-
     plt = _pyplot()
     rows = len(predictions)
     aspect = image.shape[0] / image.shape[1]
@@ -82,8 +81,6 @@ def plot_side_by_side(image: np.ndarray, P2: np.ndarray, ground_truth: Sequence,
 
 def plot_teacher_input(image: np.ndarray, depth: np.ndarray, out_path: Path, title: str = "") -> None:
     """The RGB image beside the depth channel the teacher receives."""
-    from add3d.viz.draw import colorize_depth
-
     plt = _pyplot()
     aspect = image.shape[0] / image.shape[1]
     figure, axes = plt.subplots(1, 2, figsize=(12, 6 * aspect + 0.6))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from add3d import __version__
 from add3d.data.depth_maps import write_depth_png
 from add3d.data.kitti import Object3D, write_calib, write_image, write_label, write_split, write_velodyne
 from add3d.data.synthetic.camera import KITTI_HEIGHT, KITTI_WIDTH, Rig, build_rig, sample_rig_parameters
@@ -107,8 +108,6 @@ def split_ids(frames: int, val_fraction: float, seed: int) -> tuple[list[str], l
 
 
 def _readme(frames: int, train: int, val: int, width: int, height: int, seed: int, counts: dict[str, int]) -> str:
-    from add3d import __version__
-
     objects = ", ".join(f"{name} {count}" for name, count in sorted(counts.items()))
     return f"""Synthetic KITTI-format scenes made by add3d {__version__} (generator version {GENERATOR_VERSION}).
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from add3d.engine.config import load_config
+from add3d.errors import Add3dError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="YAML config, e.g. configs/monodle/kitti.yaml")
@@ -18,21 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.engine.config import load_config
-    from add3d.engine.distributed import shutdown_distributed
-    from add3d.engine.trainer import LAST_CHECKPOINT, train
-    from add3d.errors import Add3dError
+    from add3d.engine import distributed, trainer
 
     cfg = load_config(args.config, args.overrides)
     resume = args.resume
     if resume == "last":
-        resume = Path(cfg.train.out_dir) / LAST_CHECKPOINT
+        resume = Path(cfg.train.out_dir) / trainer.LAST_CHECKPOINT
         if not resume.is_file():
-            raise Add3dError(f"--resume: no {LAST_CHECKPOINT} in {cfg.train.out_dir} to continue from")
+            raise Add3dError(f"--resume: no {trainer.LAST_CHECKPOINT} in {cfg.train.out_dir} to continue from")
     try:
-        summary = train(cfg, resume=resume)
+        summary = trainer.train(cfg, resume=resume)
     finally:
-        shutdown_distributed()
+        distributed.shutdown_distributed()
     if summary["rank"] == 0:
         print(f"done: {summary['epochs']} epochs, {summary['steps']} steps; best {summary['best_metric_name']} = "
               f"{summary['best_metric']:.2f}; outputs in {summary['out_dir']}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from add3d.data.synthetic import generate_dataset
+from add3d.viz.synthetic_figures import save_examples_figure, save_stats_figure
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output KITTI root (must be empty unless --force)")
@@ -23,8 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.data.synthetic.generate import generate_dataset
-
     summary = generate_dataset(
         args.out, frames=args.frames, val_fraction=args.val_fraction, width=args.width, height=args.height,
         scale=args.scale, seed=args.seed, workers=args.workers, force=args.force, progress=not args.quiet,
@@ -33,13 +34,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.frames} frames ({summary['width']}x{summary['height']}) to {args.out}: "
           f"{len(summary['train'])} train, {len(summary['val'])} val; objects: {objects}")
     if args.preview:
-        from add3d.data.synthetic.figures import save_examples_figure
-
         save_examples_figure(args.out, args.preview)
         print(f"preview: {args.preview}")
     if args.stats:
-        from add3d.data.synthetic.figures import save_stats_figure
-
         table = save_stats_figure(args.out, args.stats)
         print(f"statistics figure: {args.stats}")
         print(table)

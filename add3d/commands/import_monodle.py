@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from add3d.fileio import atomic_save
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("release", help="MonoDLE checkpoint, e.g. checkpoint_epoch_140.pth (has 'model_state')")
@@ -21,14 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from add3d.fileio import atomic_save
-    from add3d.models import ModelConfig, build_detector
-    from add3d.models.pretrained import convert_monodle_release, load_strict, read_state_dict
+    from add3d.models import ModelConfig, build_detector, pretrained
 
-    release = read_state_dict(args.release)  # unwraps {'model_state': ...}
-    converted = convert_monodle_release(release, list(args.classes))
+    release = pretrained.read_state_dict(args.release)  # unwraps {'model_state': ...}
+    converted = pretrained.convert_monodle_release(release, list(args.classes))
     detector = build_detector(ModelConfig(classes=list(args.classes), use_mean_size=False))
-    load_strict(detector, converted, f"{args.release}: converted MonoDLE weights")
+    pretrained.load_strict(detector, converted, f"{args.release}: converted MonoDLE weights")
     atomic_save(args.output, lambda tmp: torch.save({"model": converted}, tmp))
     print(f"wrote {args.output} ({len(converted)} tensors); use it with model.use_mean_size: false")
     return 0

@@ -7,8 +7,9 @@ format with the score as the 16th value), every image listed, empty files allowe
 from __future__ import annotations
 
 import argparse
-import zipfile
 from pathlib import Path
+
+from add3d.engine.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,20 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None)
 
 
-def write_submission_zip(predictions: dict, ids: list[str], path: Path) -> None:
-    """Zip one result file per id (empty when there is no detection), written atomically."""
-    from add3d.fileio import atomic_path
-
-    with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for frame_id in ids:
-                text = "".join(obj.to_line() + "\n" for obj in predictions.get(frame_id, []))
-                archive.writestr(f"{frame_id}.txt", text)
-
-
 def run(args: argparse.Namespace) -> int:
-    from add3d.engine.commands.evaluate import predict_split
-    from add3d.engine.config import load_config
+    from add3d.engine.inference import predict_split, write_submission_zip
 
     cfg = load_config(args.config, args.overrides, training=False)
     split = args.split or cfg.data.test_split

@@ -1,4 +1,4 @@
-"""The figures of docs/SYNTHETIC.md, made from a generated root (``add3d synth --preview/--stats``)."""
+"""The figures of docs/SYNTHETIC.md, made from a generated synthetic root (``add3d synth --preview/--stats``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from add3d.data.dataset import KittiDataset
+from add3d.data.depth_maps import lidar_depth_map
 from add3d.data.kitti import Object3D
+from add3d.fileio import atomic_path
+from add3d.viz.draw import colorize_depth, draw_boxes3d, overlay_sparse_depth
 
 CLASSES = ("Car", "Pedestrian", "Cyclist")
 # KITTI difficulty definitions (devkit): min 2D height, max occlusion, max truncation.
@@ -32,11 +36,6 @@ def _pyplot():
 
 def save_examples_figure(root: str | Path, out_path: str | Path, count: int = 6, columns: int = 2) -> None:
     """Grid of the first ``count`` frames with their labelled 3D boxes, plus one frame's depth and LiDAR."""
-    from add3d.data.dataset import KittiDataset
-    from add3d.data.depth_maps import lidar_depth_map
-    from add3d.fileio import atomic_path
-    from add3d.viz.draw import colorize_depth, draw_boxes3d, overlay_sparse_depth
-
     plt = _pyplot()
     dataset = KittiDataset(root, "trainval", load_lidar=True, depth_dir="depth_dense")
     count = min(count, len(dataset))
@@ -69,8 +68,6 @@ def save_examples_figure(root: str | Path, out_path: str | Path, count: int = 6,
 
 def label_statistics(root: str | Path, split: str = "trainval") -> dict:
     """Per-class difficulty counts, depths, occlusion and truncation of all labels of a split."""
-    from add3d.data.dataset import KittiDataset
-
     dataset = KittiDataset(root, split)
     stats = {c: {"difficulty": {}, "depth": [], "occlusion": [], "truncation": [], "alpha": []} for c in CLASSES}
     stats["frames"] = len(dataset)
@@ -108,8 +105,6 @@ def statistics_table(stats: dict) -> str:
 
 def save_stats_figure(root: str | Path, out_path: str | Path, split: str = "trainval") -> str:
     """Difficulty bars, depth histograms, occlusion/truncation shares; returns the Markdown table."""
-    from add3d.fileio import atomic_path
-
     plt = _pyplot()
     stats = label_statistics(root, split)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))

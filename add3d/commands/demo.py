@@ -1,0 +1,20 @@
+"""``add3d demo [--out runs/demo] [--quick]``: the whole ADD pipeline on synthetic data (add3d.demo)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/demo", help="output folder (data, runs, report)")
+    parser.add_argument("--quick", action="store_true", help="tiny budget smoke check (~3 minutes)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="processes for data generation")
+
+
+def run(args: argparse.Namespace) -> int:
+    from add3d.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed, workers=args.workers)
+    return 0

@@ -1,1 +1,0 @@
-"""Command-line front-ends of the engine: ``add3d train | eval | predict | export-submission``."""
