@@ -74,7 +74,7 @@ def time_steps(variant: dict[str, Any], backbone: str, head_channels: int, batch
     for _ in range(steps + 1):  # the first step warms up allocators
         start, start_cpu = time.perf_counter(), time.process_time()
         outputs = model(batch["image"], batch["targets"], meta=batch["meta"])
-        total, _ = model.loss(outputs, batch["targets"])
+        total, _ = model.loss(outputs, batch["targets"], batch["meta"])
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

@@ -59,7 +59,7 @@ def main() -> None:
     losses = []
     for _ in range(args.steps):  # HTL is left inactive (no on_epoch_start): every head trains from the start
         outputs = detector(batch["image"], batch["targets"], meta=batch["meta"])
-        loss, parts = detector.loss(outputs, batch["targets"])
+        loss, parts = detector.loss(outputs, batch["targets"], batch["meta"])
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(detector.parameters(), 10.0)

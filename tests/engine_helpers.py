@@ -97,7 +97,7 @@ class TinyDetector(nn.Module):
         features = self.trunk(image)
         return {"heatmap": self.heatmap(features), "depth": self.depth(features), "features": features}
 
-    def loss(self, outputs, targets):
+    def loss(self, outputs, targets, meta):
         heatmap = torch.sigmoid(outputs["heatmap"])
         heatmap_loss = ((heatmap - targets["heatmap"]) ** 2).mean() * 100
         depth_map = outputs["depth"].flatten(1)
@@ -128,7 +128,7 @@ class TinyDetector(nn.Module):
             results.append([Object3D("Car", 0, 0, float(calib.ry_to_alpha(0.0, u)), box, dims, location, 0.0, float(score))])
         return results
 
-    def response_outputs(self, outputs, targets):
+    def response_outputs(self, outputs, targets, meta):
         return {"depth": torch.gather(outputs["depth"].flatten(1), 1, targets["indices"])[..., None]}
 
 

@@ -49,10 +49,10 @@ class TinyDetector(nn.Module):
         features = self.body(image)
         return {"features": features, "heatmap": self.heatmap(features), "depth": self.depth(features), "size_3d": self.size_3d(features)}
 
-    def response_outputs(self, outputs, targets):
+    def response_outputs(self, outputs, targets, meta):
         return {name: gather_at_indices(outputs[name], targets["indices"]) for name in ("depth", "size_3d")}
 
-    def loss(self, outputs, targets):
+    def loss(self, outputs, targets, meta):
         heat = F.binary_cross_entropy_with_logits(outputs["heatmap"], targets["heatmap"])
         mask = targets["mask_2d"]
         depth = gather_at_indices(outputs["depth"], targets["indices"])[..., :1]
@@ -299,7 +299,7 @@ def test_all_components_off_is_the_baseline_loss():
     module = make_module(cfg).eval()
     batch = make_batch()
     loss, logs = module(batch)
-    expected, _ = module.detector.loss(module.detector(batch["image"]), batch["targets"])
+    expected, _ = module.detector.loss(module.detector(batch["image"]), batch["targets"], batch["meta"])
     assert torch.allclose(loss, expected)
     assert [n for n, _ in module.named_parameters() if not n.startswith(("detector.", "teacher."))] == []
 

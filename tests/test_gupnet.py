@@ -10,6 +10,7 @@ import torch
 from add3d.errors import Add3dError
 from add3d.models import build_detector
 from add3d.models.gupnet import TASK_PREREQUISITES
+from add3d.models.heading import encode_heading
 from add3d.models.htl import HierarchicalTaskLearning
 from detector_scene import (
     CLASSES,
@@ -87,7 +88,7 @@ def test_loss_is_finite_and_reaches_every_part(batch):
     torch.manual_seed(2)
     det = build_detector(small_config("gupnet")).train()
     out = det(batch["image"], batch["targets"], meta=batch["meta"])
-    total, parts = det.loss(out, batch["targets"])
+    total, parts = det.loss(out, batch["targets"], batch["meta"])
     assert set(TASK_PREREQUISITES) <= set(parts)
     assert all(torch.isfinite(v) for v in parts.values()) and torch.isfinite(total)
     total.backward()
@@ -104,7 +105,7 @@ def test_zero_objects_gives_finite_loss_and_connected_graph(batch):
     targets = make_targets([[], []])
     out = det(batch["image"], targets, meta=batch["meta"])
     assert out["depth"].abs().sum() == 0
-    total, parts = det.loss(out, targets)
+    total, parts = det.loss(out, targets, batch["meta"])
     assert torch.isfinite(total)
     for name in ("depth", "offset_3d", "size_3d", "heading", "offset_2d", "size_2d"):
         assert float(parts[name]) == 0.0
@@ -120,8 +121,9 @@ def _gt_encoded_outputs(det, targets, meta) -> dict[str, torch.Tensor]:
     mask = targets["mask_2d"] > 0
     cls = targets["cls_ids"].long()
     heading = torch.zeros(B, M, 24)
-    heading.scatter_(2, targets["heading_bin"].long()[..., None], 20.0)
-    heading[..., 12:] = targets["heading_res"][..., None]
+    heading_bin, heading_residual = encode_heading(targets["alpha"])
+    heading.scatter_(2, heading_bin[..., None], 20.0)
+    heading[..., 12:] = heading_residual[..., None]
     return {
         "heatmap": torch.zeros(B, len(CLASSES), h, w),
         "roi_indices": targets["indices"],
@@ -160,7 +162,7 @@ def test_gt_encoded_roi_outputs_give_zero_regression_loss(detector, batch):
     out["heatmap"] = torch.zeros(B, len(CLASSES), 24, 80)
     out["size_3d_log_variance"] = torch.zeros(B, M, 1)
     detector.eval()
-    _, parts = detector.loss(out, batch["targets"])
+    _, parts = detector.loss(out, batch["targets"], batch["meta"])
     for name in ("offset_2d", "size_2d", "offset_3d"):
         assert float(parts[name]) < 1e-5, name
     assert float(parts["heading"]) < 1e-6
@@ -215,7 +217,7 @@ def test_on_epoch_start_switches_dependent_losses_off_at_first(batch):
     det = build_detector(small_config("gupnet")).train()
     det.on_epoch_start(0, num_epochs=140)
     out = det(batch["image"], batch["targets"], meta=batch["meta"])
-    total, parts = det.loss(out, batch["targets"])
+    total, parts = det.loss(out, batch["targets"], batch["meta"])
     root = parts["heatmap"] + parts["offset_2d"] + parts["size_2d"]
     torch.testing.assert_close(total.detach(), root, rtol=1e-5, atol=1e-5)
     assert float(parts["htl_weight_depth"]) == 0.0

@@ -24,6 +24,9 @@ KITTI_P2 = np.array(
 )
 
 
+META: dict = {}  # MonoDLE's loss and response outputs read nothing from the batch meta
+
+
 def tiny_config(**overrides) -> ModelConfig:
     return ModelConfig(backbone="dla34_tiny", head_channels=16, **overrides)
 
@@ -47,8 +50,7 @@ def hand_made_targets(batch: int = 2, size=(16, 32), max_objects: int = 8, with_
         "offset_3d": torch.zeros(batch, max_objects, 2),
         "depth": torch.zeros(batch, max_objects, 1),
         "size_3d": torch.zeros(batch, max_objects, 3),
-        "heading_bin": torch.zeros(batch, max_objects, dtype=torch.long),
-        "heading_res": torch.zeros(batch, max_objects),
+        "alpha": torch.zeros(batch, max_objects, dtype=torch.float64),
     }
     if not with_objects:
         return t
@@ -69,9 +71,7 @@ def hand_made_targets(batch: int = 2, size=(16, 32), max_objects: int = 8, with_
         t["offset_3d"][b, slot] = torch.tensor(off3d)
         t["depth"][b, slot, 0] = depth
         t["size_3d"][b, slot] = torch.tensor(dims)
-        heading_bin, heading_res = encode_heading(alpha)
-        t["heading_bin"][b, slot] = int(heading_bin)
-        t["heading_res"][b, slot] = float(heading_res)
+        t["alpha"][b, slot] = alpha
     return t
 
 
@@ -101,9 +101,7 @@ def test_bad_input_is_a_clear_error():
         model(torch.randn(1, 5, 64, 128))
     with pytest.raises(Add3dError, match="multiples of 32"):
         model(torch.randn(1, 3, 60, 128))
-    with pytest.raises(Add3dError, match="num_classes = 2 but model.classes lists 3"):
-        build_detector(tiny_config(num_classes=2))
-    with pytest.raises(Add3dError, match="unknown detector 'centernet'"):
+    with pytest.raises(Add3dError, match="unknown detector 'centernet'.*monodle, gupnet, monoflex"):
         build_detector(tiny_config(name="centernet"))
     with pytest.raises(Add3dError, match="unknown model option"):
         build_detector({"name": "monodle", "bakbone": "dla34"})
@@ -128,7 +126,7 @@ def test_loss_is_finite_and_decreases_on_a_fixed_batch():
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     history = []
     for _ in range(12):
-        total, parts = model.loss(model(image), targets)
+        total, parts = model.loss(model(image), targets, META)
         assert torch.isfinite(total)
         assert set(parts) == {"heatmap", "offset_2d", "size_2d", "depth", "offset_3d", "size_3d", "heading"}
         assert all(not p.requires_grad and torch.isfinite(p) for p in parts.values())
@@ -139,7 +137,7 @@ def test_loss_is_finite_and_decreases_on_a_fixed_batch():
     assert history[-1] < 0.7 * history[0], history
     # Weights are applied per term: the total equals the weighted sum of the parts.
     weighted = build(seed=1, loss_weights={"heatmap": 2.0, "depth": 0.0})
-    total, parts = weighted.loss(weighted(image), targets)
+    total, parts = weighted.loss(weighted(image), targets, META)
     expected = 2.0 * parts["heatmap"] + sum(v for k, v in parts.items() if k not in ("heatmap", "depth"))
     assert torch.allclose(total, expected, rtol=1e-5)
 
@@ -159,7 +157,7 @@ def test_individual_losses_have_the_monodle_values():
         "size_3d": torch.zeros(2, 3, h, w),
         "heading": torch.zeros(2, 24, h, w),
     }
-    _, parts = model.loss(outputs, targets)
+    _, parts = model.loss(outputs, targets, META)
     mask = targets["mask_2d"].bool()
     assert torch.isclose(parts["offset_2d"], targets["offset_2d"][mask].abs().mean())
     assert torch.isclose(parts["size_2d"], targets["size_2d"][mask].abs().mean())
@@ -169,13 +167,14 @@ def test_individual_losses_have_the_monodle_values():
     residual = targets["size_3d"][mask] - model.mean_size[targets["cls_ids"][mask]]
     assert torch.isclose(parts["size_3d"], residual.abs().mean(), rtol=1e-5)
     # Uniform logits: CE = log(12); the residual prediction is 0.
-    assert torch.isclose(parts["heading"], math.log(12) + targets["heading_res"][mask].abs().mean(), rtol=1e-5)
+    heading_residual = encode_heading(targets["alpha"])[1]
+    assert torch.isclose(parts["heading"], math.log(12) + heading_residual[mask].abs().mean(), rtol=1e-5)
 
 
 def test_zero_objects_give_zero_terms_and_finite_gradients():
     model = build().train()
     outputs = model(torch.randn(2, 3, 64, 128))
-    total, parts = model.loss(outputs, hand_made_targets(with_objects=False))
+    total, parts = model.loss(outputs, hand_made_targets(with_objects=False), META)
     assert torch.isfinite(total)
     for name in ("offset_2d", "size_2d", "depth", "offset_3d", "size_3d", "heading"):
         assert parts[name].item() == 0.0, name
@@ -191,7 +190,7 @@ def test_response_outputs_sample_the_maps_at_the_target_indices():
     model = build()
     outputs = model(torch.randn(2, 3, 64, 128))
     targets = hand_made_targets()
-    sampled = model.response_outputs(outputs, targets)
+    sampled = model.response_outputs(outputs, targets, META)
     widths = {"offset_2d": 2, "size_2d": 2, "depth": 2, "offset_3d": 2, "size_3d": 3, "heading": 24}
     assert {k: tuple(v.shape) for k, v in sampled.items()} == {k: (2, 8, c) for k, c in widths.items()}
     # Image 0, slot 1 is the Pedestrian at (x=22, y=9).
@@ -374,7 +373,7 @@ def test_same_seed_gives_identical_models_and_training_steps():
         torch.manual_seed(seed)
         image = torch.randn(2, 3, 64, 128)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        total, _ = model.loss(model(image), hand_made_targets())
+        total, _ = model.loss(model(image), hand_made_targets(), META)
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
@@ -404,9 +403,9 @@ def perfect_outputs(targets: dict, model) -> dict[str, torch.Tensor]:
             out[name][b, :, y, x] = targets[name][b, m]
         out["depth"][b, 0, y, x] = float(logit(1.0 / (float(targets["depth"][b, m, 0]) + 1.0) - 1e-6))
         out["size_3d"][b, :, y, x] = targets["size_3d"][b, m] - model.mean_size[cls]
-        heading_bin = int(targets["heading_bin"][b, m])
-        out["heading"][b, heading_bin, y, x] = 8.0
-        out["heading"][b, 12 + heading_bin, y, x] = targets["heading_res"][b, m]
+        heading_bin, heading_residual = encode_heading(targets["alpha"][b, m])
+        out["heading"][b, int(heading_bin), y, x] = 8.0
+        out["heading"][b, 12 + int(heading_bin), y, x] = heading_residual
     return out
 
 
@@ -423,7 +422,7 @@ def test_decoding_the_data_pipelines_targets_gives_back_the_labels(kitti_mini, a
         batch = collate_batch([dataset[i] for i in range(len(dataset))])
         targets = batch["targets"]
         outputs = perfect_outputs(targets, model)
-        _, parts = model.loss(outputs, targets)
+        _, parts = model.loss(outputs, targets, batch["meta"])
         for name in ("offset_2d", "size_2d", "offset_3d", "size_3d"):
             assert parts[name] < 1e-5, name
         assert parts["depth"] < 1e-3 and parts["heading"] < 1e-2

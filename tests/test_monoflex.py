@@ -48,7 +48,6 @@ def test_forward_shapes(detector, batch):
                 "size_3d": 3, "orientation": 16, "depth": 1, "depth_uncertainty": 1}
     for name, channels in expected.items():
         assert out[name].shape == (B, channels, *FEATURE), name
-    assert torch.equal(out["P2_input"], batch["meta"]["P2_input"])
 
 
 def test_border_indices_walk_the_border_once():
@@ -133,7 +132,7 @@ def test_loss_finite_backward_and_camera_required(batch):
     torch.manual_seed(2)
     det = build_detector(small_config("monoflex")).train()
     out = det(batch["image"], batch["targets"], meta=batch["meta"])
-    total, parts = det.loss(out, batch["targets"])
+    total, parts = det.loss(out, batch["targets"], batch["meta"])
     expected = {"heatmap", "box2d", "depth", "offset_3d", "truncated_offset_3d", "orientation", "size_3d",
                 "corners", "keypoints", "keypoint_depth", "ensemble_depth"}
     assert set(parts) == expected
@@ -143,7 +142,7 @@ def test_loss_finite_backward_and_camera_required(batch):
     for module in (det.heatmap_trunk, det.regression_trunks, det.regression_outs, det.edge_fusion):
         assert all(p.grad is not None for p in module.parameters())
     with pytest.raises(Add3dError, match="camera"):
-        det.loss(det(batch["image"], batch["targets"]), batch["targets"])
+        det.loss(det(batch["image"], batch["targets"]), batch["targets"], {})
 
 
 def test_zero_objects(batch):
@@ -151,7 +150,7 @@ def test_zero_objects(batch):
     det = build_detector(small_config("monoflex")).train()
     targets = make_targets([[], []])
     out = det(batch["image"], targets, meta=batch["meta"])
-    total, parts = det.loss(out, targets)
+    total, parts = det.loss(out, targets, batch["meta"])
     assert torch.isfinite(total)
     assert all(float(v) == 0.0 for k, v in parts.items() if k != "heatmap")
     total.backward()
@@ -181,7 +180,7 @@ def _gt_encoded_outputs(det, targets, meta) -> dict[str, torch.Tensor]:
         "depth": -torch.log(targets["location"][..., 2:3].clamp(min=1e-3)),  # 1 / sigmoid(x) - 1 = exp(-x)
         "depth_uncertainty": torch.full((B, M, 1), -5.0),
     }
-    outputs = {"P2_input": meta["P2_input"]}
+    outputs = {}
     for name, values in per_object.items():
         dense = torch.zeros(B, values.shape[-1], h * w)
         for b in range(B):
@@ -221,7 +220,7 @@ def test_confidence_from_the_ensemble_uncertainty(batch):
 
 def test_gt_encoded_outputs_give_near_zero_geometry_losses(detector, batch):
     outputs = _gt_encoded_outputs(detector, batch["targets"], batch["meta"])
-    _, parts = detector.loss(outputs, batch["targets"])
+    _, parts = detector.loss(outputs, batch["targets"], batch["meta"])
     for name in ("offset_3d", "truncated_offset_3d", "size_3d", "keypoints", "box2d"):
         assert float(parts[name]) < 1e-4, name
     assert float(parts["orientation"]) < 1e-3
@@ -304,7 +303,7 @@ def test_configs_load_and_synthetic_ones_build(name):
     from pathlib import Path
 
     from add3d.engine.config import load_config
-    from add3d.models.config import MONOFLEX_LOSS_WEIGHTS
+    from add3d.models.monoflex import MONOFLEX_LOSS_WEIGHTS
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "monoflex" / f"{name}.yaml")
     assert cfg.model.name == "monoflex" and cfg.data.keep_outside_centres

@@ -12,7 +12,6 @@ from add3d.data.mono_dataset import MonoDataset, collate_batch, encode_sample, s
 from add3d.data.targets import TargetOptions, build_targets, draw_gaussian, gaussian_radius
 from add3d.data.transforms import AugmentationParams
 from add3d.geometry.calib import Calibration
-from add3d.models.heading import heading_from_bin
 
 P2 = np.array([[200.0, 0.0, 96.0, 0.0], [0.0, 200.0, 32.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
 INPUT = (64, 192)  # H, W
@@ -53,7 +52,7 @@ def test_slot_values():
     np.testing.assert_allclose(t["offset_2d"][0], [20 - integer[0], 8.125 - integer[1]], atol=1e-5)
     assert t["depth"][0, 0] == pytest.approx(15.0)
     np.testing.assert_allclose(t["size_3d"][0], [1.5, 1.6, 3.9])
-    assert heading_from_bin(t["heading_bin"][0], t["heading_res"][0]) == pytest.approx(0.3, abs=1e-6)
+    assert t["alpha"].dtype == np.float64 and t["alpha"][0] == 0.3  # exact: detectors encode it
     # Keypoints: 8 corners + bottom + top centre; the mean of the two centres is the 3D centre.
     kp = t["keypoints"][0]
     np.testing.assert_allclose((kp[8] + kp[9]) / 2, t["offset_3d"][0], atol=0.05)

@@ -58,9 +58,9 @@ class NaNAt(TinyDetector):
         self.calls = 0
         self.bad_calls = bad_calls
 
-    def loss(self, outputs, targets):
+    def loss(self, outputs, targets, meta):
         self.calls += 1
-        total, logs = super().loss(outputs, targets)
+        total, logs = super().loss(outputs, targets, meta)
         if self.bad_calls == "all" or self.calls in self.bad_calls:
             total = total * float("nan")
         return total, logs

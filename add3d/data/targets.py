@@ -1,4 +1,5 @@
-"""CenterNet-style training targets, the superset that MonoDLE, GUPNet and MonoFlex read from.
+"""CenterNet-style training targets: the detector-independent geometry that MonoDLE, GUPNet and
+MonoFlex encode their own way (heading bins, size residuals, ... live in each detector's loss).
 
 Input: objects already in the network-input frame (see :mod:`add3d.data.transforms`) and the
 input image's calibration. Every object becomes one "slot": a Gaussian peak on the class heatmap
@@ -16,7 +17,6 @@ import numpy as np
 
 from add3d.data.kitti import Object3D
 from add3d.geometry.boxes import objects_corners
-from add3d.models.heading import encode_heading
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,8 @@ def empty_targets(num_classes: int, feature_size: tuple[int, int], max_objects: 
         "offset_3d": np.zeros((m, 2), f32),
         "depth": np.zeros((m, 1), f32),
         "size_3d": np.zeros((m, 3), f32),
-        "heading_bin": np.zeros(m, np.int64),
-        "heading_res": np.zeros(m, f32),
-        "alpha": np.zeros(m, f32),
+        # float64: detectors encode alpha (e.g. into heading bins) from the label's exact value.
+        "alpha": np.zeros(m, np.float64),
         "rotation_y": np.zeros(m, f32),
         "location": np.zeros((m, 3), f32),
         "keypoints": np.zeros((m, 10, 2), f32),
@@ -159,7 +158,6 @@ def build_targets(
         targets["offset_3d"][slot] = centre - integer
         targets["depth"][slot] = obj.location[2] * depth_factor
         targets["size_3d"][slot] = obj.dims
-        targets["heading_bin"][slot], targets["heading_res"][slot] = encode_heading(obj.alpha)
         targets["alpha"][slot] = obj.alpha
         targets["rotation_y"][slot] = obj.rotation_y
         targets["location"][slot] = obj.location

@@ -7,7 +7,7 @@ part of a checkpoint's ``model``. That is ADD's zero-inference-cost property.
 
 Detector-agnostic by construction: it only uses the MonoDetector contract of docs/DESIGN.md —
 ``outputs["features"]`` (the neck map that feeds the heads), ``outputs["heatmap"]`` (logits),
-``response_outputs(outputs, targets)`` (per-object head outputs) and ``targets["indices"]``
+``response_outputs(outputs, targets, meta)`` (per-object head outputs) and ``targets["indices"]``
 (where the objects' centres are). MonoDLE, GUPNet and MonoFlex plug in unchanged.
 """
 
@@ -127,7 +127,7 @@ class DistillationModule(nn.Module):
         cfg = self.cfg
         meta = batch["meta"]
         student_out = self.detector(batch["image"], targets, meta=meta)
-        detection_loss, logs = self.detector.loss(student_out, targets)
+        detection_loss, logs = self.detector.loss(student_out, targets, meta)
         logs = {name: value.detach() for name, value in logs.items()}
         with torch.no_grad():
             teacher_out = self.teacher(self.teacher_input(batch), targets, meta=meta)
@@ -167,8 +167,8 @@ class DistillationModule(nn.Module):
         if cfg.response_distillation:
             heatmap_term = losses.heatmap_response_loss(student_out["heatmap"], teacher_out["heatmap"], targets["heatmap"])
             with torch.no_grad():
-                teacher_responses = self.teacher.response_outputs(teacher_out, targets)
-            student_responses = self.detector.response_outputs(student_out, targets)
+                teacher_responses = self.teacher.response_outputs(teacher_out, targets, meta)
+            student_responses = self.detector.response_outputs(student_out, targets, meta)
             regression_term, parts = losses.regression_response_loss(student_responses, teacher_responses, object_mask)
             terms["distill_response_heatmap"] = cfg.response_heatmap_weight * heatmap_term
             terms["distill_response_regression"] = cfg.response_regression_weight * regression_term

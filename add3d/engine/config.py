@@ -166,8 +166,17 @@ def load_config(path: str | Path | None, overrides: list[str] = (), training: bo
     return config
 
 
+# Keys older checkpoints store that no longer exist (they had no effect): dropped when read back.
+REMOVED_KEYS = {"model": ("max_objects", "num_classes")}
+
+
 def config_from_dict(content: dict, source: str = "<checkpoint config>", overrides: list[str] = ()) -> Config:
     """A config from a plain dict (e.g. the ``config`` stored in a checkpoint), validated like a file."""
+    content = {
+        section: {k: v for k, v in values.items() if k not in REMOVED_KEYS.get(section, ())}
+        if isinstance(values, dict) else values
+        for section, values in content.items()
+    }
     schema = _merge(OmegaConf.structured(Config), content, source)
     for text in overrides:
         schema = _merge(schema, parse_override(text), f"command-line override '{text}'")

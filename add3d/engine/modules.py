@@ -35,8 +35,9 @@ class DetectorModule(nn.Module):
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image = detector_input(batch, self.input, self.depth_scale)
         targets = batch["targets"]
-        outputs = self.detector(image, targets, meta=batch["meta"])
-        return self.detector.loss(outputs, targets)
+        meta = batch["meta"]
+        outputs = self.detector(image, targets, meta=meta)
+        return self.detector.loss(outputs, targets, meta)
 
 
 def input_kind(model_cfg) -> str:

@@ -1,55 +1,70 @@
 """The monocular 3D detectors (MonoDLE, GUPNet, MonoFlex) and their shared parts.
 
-``build_detector(cfg)`` is the only entry point the engine and the distillation wrapper need.
+``DETECTORS`` is the explicit table of detectors: adding one is a module with a
+:class:`~add3d.models.detector.MonoDetector` subclass and its builder, plus one row here
+(docs/DESIGN.md, "Adding a detector"). ``build_detector(cfg)`` is the only entry point the engine
+and the distillation wrapper need.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from add3d.errors import Add3dError
 from add3d.models.config import ModelConfig
+from add3d.models.detector import MonoDetector
+from add3d.models.gupnet import build_gupnet
+from add3d.models.monodle import build_monodle, convert_official_monodle
+from add3d.models.monoflex import build_monoflex
 
 
-def _as_model_config(cfg: Any) -> ModelConfig:
+@dataclass(frozen=True)
+class DetectorEntry:
+    """How to build one detector, and how to convert its authors' released weights (if known)."""
+
+    build: Callable[[ModelConfig], MonoDetector]
+    # Official (released) state dict + the target config -> this package's state dict, strict-loadable.
+    convert_official: Callable[[Mapping[str, Tensor], ModelConfig], dict[str, Tensor]] | None = None
+
+
+DETECTORS: dict[str, DetectorEntry] = {
+    "monodle": DetectorEntry(build=build_monodle, convert_official=convert_official_monodle),
+    "gupnet": DetectorEntry(build=build_gupnet),
+    "monoflex": DetectorEntry(build=build_monoflex),
+}
+
+
+def as_model_config(cfg: ModelConfig | DictConfig | Mapping[str, Any]) -> ModelConfig:
     """Accept a ModelConfig, an OmegaConf node built from it, or a plain mapping."""
     if isinstance(cfg, ModelConfig):
         return cfg
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_object(cfg)
-            if isinstance(cfg, ModelConfig):
-                return cfg
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    if isinstance(cfg, dict):
-        known = set(ModelConfig.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_object(cfg)
+        if isinstance(cfg, ModelConfig):
+            return cfg
+    if isinstance(cfg, Mapping):
+        unknown = sorted(set(cfg) - set(ModelConfig.__dataclass_fields__))
         if unknown:
             raise Add3dError(f"unknown model option(s): {', '.join(unknown)}")
         return ModelConfig(**cfg)
     raise Add3dError(f"model config must be a ModelConfig or a mapping, got {type(cfg).__name__}")
 
 
-def build_detector(cfg: Any):
-    """Build the detector named by ``cfg.name`` (monodle | gupnet | monoflex)."""
-    cfg = _as_model_config(cfg)
-    if cfg.name == "monodle":
-        from add3d.models.monodle import build_monodle
-
-        return build_monodle(cfg)
-    # ---- GUPNet / MonoFlex: their modules plug in here -------------------------------------------
-    if cfg.name == "gupnet":
-        from add3d.models.gupnet import build_gupnet
-
-        return build_gupnet(cfg)
-    if cfg.name == "monoflex":
-        from add3d.models.monoflex import build_monoflex
-
-        return build_monoflex(cfg)
-    raise Add3dError(f"unknown detector '{cfg.name}' (choose from monodle, gupnet, monoflex)")
+def detector_entry(name: str) -> DetectorEntry:
+    """The table row of detector ``name``; an unknown name is an Add3dError listing the known ones."""
+    if name not in DETECTORS:
+        raise Add3dError(f"unknown detector '{name}' (model.name must be one of {', '.join(DETECTORS)})")
+    return DETECTORS[name]
 
 
-__all__ = ["ModelConfig", "build_detector"]
+def build_detector(cfg: ModelConfig | DictConfig | Mapping[str, Any]) -> MonoDetector:
+    """Build the detector named by ``cfg.name`` (a key of ``DETECTORS``)."""
+    cfg = as_model_config(cfg)
+    return detector_entry(cfg.name).build(cfg)
+
+
+__all__ = ["DETECTORS", "DetectorEntry", "ModelConfig", "MonoDetector", "build_detector", "detector_entry"]

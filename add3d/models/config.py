@@ -2,7 +2,9 @@
 
 A plain dataclass so that OmegaConf can build a typed config from it
 (``OmegaConf.structured(ModelConfig)``) and YAML files can override any field. Fields shared by the
-three detectors come first; detector-specific options go in the marked section at the end.
+detectors come first; each detector's own options are a dataclass defined in the detector's module
+(``model.gupnet`` -> :class:`add3d.models.gupnet.GUPNetOptions`, ...). Those modules never import
+this one at run time, so the import graph stays acyclic.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from add3d.errors import Add3dError
+from add3d.models.gupnet import GUPNetOptions
+from add3d.models.monoflex import MonoFlexOptions
 
 # Mean (h, w, l) in metres of the KITTI training labels, as used by MonoDLE/GUPNet for size residuals.
 KITTI_MEAN_SIZE = {
@@ -30,46 +34,6 @@ MONODLE_LOSS_WEIGHTS = {
 }
 
 
-# ----- GUPNet / MonoFlex options (owned by models/gupnet.py and models/monoflex.py) ----------------
-# MonoFlex's published loss weights (runs/monoflex.yaml INIT_LOSS_WEIGHT), by our term names.
-MONOFLEX_LOSS_WEIGHTS = {
-    "heatmap": 1.0,
-    "box2d": 1.0,  # GIoU of the FCOS-style 2D box
-    "depth": 1.0,  # direct depth, uncertainty-attenuated L1
-    "offset_3d": 0.5,
-    "truncated_offset_3d": 0.1,  # log(1 + L1) for objects whose 3D centre is outside the image
-    "orientation": 1.0,
-    "size_3d": 1.0,
-    "corners": 0.2,
-    "keypoints": 1.0,
-    "keypoint_depth": 0.2,
-    "ensemble_depth": 0.2,
-}
-
-
-@dataclass
-class GUPNetOptions:
-    roi_size: int = 7  # ROI-align output size of the 3D heads
-    train_rois: str = "predicted"  # predicted (GUPNet's code: predicted 2D boxes at GT centres) | gt
-    htl: bool = True  # Hierarchical Task Learning loss weights (needs the trainer's on_epoch_start)
-    htl_window: int = 5  # epochs of loss statistics HTL compares
-
-
-@dataclass
-class MonoFlexOptions:
-    edge_fusion: bool = True
-    orientation_bins: int = 4
-    depth_range: list[float] = field(default_factory=lambda: [0.1, 100.0])  # clamp of every depth estimate
-    uncertainty_range: list[float] = field(default_factory=lambda: [-10.0, 10.0])  # clamp of log-sigma
-    relaxed_keypoint_visibility: bool = True  # MonoFlex's KEYPOINT_VISIBLE_MODIFY
-    # Detection score = heatmap x confidence(sigma of the depth ensemble). "monoflex": 1 - clamp(sigma,
-    # 0.01, 1) (MonoFlex); "exp": exp(-sigma), which still ranks detections when every sigma >= 1 m
-    # (short CPU runs, where MonoFlex's formula gives them all score 0).
-    confidence: str = "monoflex"
-    # MonoFlex reads these (not model.loss_weights, whose defaults are MonoDLE's).
-    loss_weights: dict[str, float] = field(default_factory=lambda: dict(MONOFLEX_LOSS_WEIGHTS))
-
-
 @dataclass
 class ModelConfig:
     """Which detector to build and how; the defaults are MonoDLE's published setting."""
@@ -80,11 +44,8 @@ class ModelConfig:
     pretrained: Optional[str] = None
     in_channels: int = 3  # 3 for students (RGB), 5 for teachers (RGB + depth + validity)
     classes: list[str] = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
-    # Must equal len(classes); null means "len(classes)". Kept because DESIGN.md names it.
-    num_classes: Optional[int] = None
     head_channels: int = 256  # width of each head's 3x3 conv (MonoDLE: 256; smaller for CPU demos)
-    max_objects: int = 50
-    num_heading_bins: int = 12
+    num_heading_bins: int = 12  # MonoDLE / GUPNet multi-bin alpha (MonoFlex: monoflex.orientation_bins)
     deformable_neck: bool = False  # DCNv2 in the IDA convs (MonoFlex)
     # Per-class mean (h, w, l): size heads regress the residual from it (missing classes -> zeros).
     # use_mean_size: false regresses absolute sizes, as MonoDLE's released config (meanshape: False).
@@ -96,8 +57,7 @@ class ModelConfig:
     top_k: int = 50
     score_threshold: float = 0.2
 
-    # ----- detector-specific options -------------------------------------------------------------
-    # GUPNet / MonoFlex add their own fields (or a nested dataclass) below this line.
+    # ----- detector-specific options (dataclasses owned by the detector modules) -----------------
     gupnet: GUPNetOptions = field(default_factory=GUPNetOptions)
     monoflex: MonoFlexOptions = field(default_factory=MonoFlexOptions)
 
@@ -111,14 +71,6 @@ class ModelConfig:
                     raise Add3dError(f"unknown model.{name} option(s): {', '.join(unknown)}")
                 setattr(self, name, kind(**value))
 
-    def resolved_num_classes(self) -> int:
-        if self.num_classes is not None and self.num_classes != len(self.classes):
-            raise Add3dError(
-                f"model.num_classes = {self.num_classes} but model.classes lists {len(self.classes)} "
-                f"({', '.join(self.classes)}); set num_classes to null or make them agree"
-            )
-        return len(self.classes)
-
     def class_mean_sizes(self) -> list[list[float]]:
         """Mean (h, w, l) per class, in class-id order (zeros for classes without an entry, or all
         zeros with ``use_mean_size = False``)."""
@@ -131,12 +83,13 @@ class ModelConfig:
         return sizes
 
     def validate(self) -> None:
-        self.resolved_num_classes()
-        self.class_mean_sizes()
         if not self.classes:
             raise Add3dError("model.classes must name at least one class")
-        if self.in_channels < 1 or self.head_channels < 1 or self.max_objects < 1 or self.top_k < 1:
-            raise Add3dError("model.in_channels, head_channels, max_objects and top_k must be >= 1")
+        if len(set(self.classes)) != len(self.classes):
+            raise Add3dError(f"model.classes lists a class twice: {list(self.classes)}")
+        self.class_mean_sizes()
+        if self.in_channels < 1 or self.head_channels < 1 or self.top_k < 1:
+            raise Add3dError("model.in_channels, head_channels and top_k must be >= 1")
         if self.num_heading_bins < 1:
             raise Add3dError(f"model.num_heading_bins must be >= 1, got {self.num_heading_bins}")
         if any(float(w) < 0 for w in self.loss_weights.values()):

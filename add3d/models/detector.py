@@ -1,22 +1,40 @@
-"""The detector interface of docs/DESIGN.md and the trunk (backbone + neck) the detectors share."""
+"""The detector contract of docs/DESIGN.md ("Detector") and the trunk (backbone + neck) the
+detectors share.
+
+Every detector is one :class:`MonoDetector` subclass in its own module plus one row of the
+``DETECTORS`` table in :mod:`add3d.models`. The engine, the distillation wrapper, export and the
+benchmarks only use the four abstract methods below (plus ``stride``, ``feature_channels``,
+``classes``, ``num_classes`` and ``first_conv_key``).
+"""
 
 from __future__ import annotations
 
+import abc
+from typing import TYPE_CHECKING, Any
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
 from add3d.models.backbones import build_backbone
-from add3d.models.config import ModelConfig
 from add3d.models.necks import DLAUp
 from add3d.models.pretrained import load_backbone_weights
 
+if TYPE_CHECKING:  # annotation only: models/config.py imports the detector modules' option classes
+    from add3d.models.config import ModelConfig
 
-class MonoDetector(nn.Module):
+Outputs = dict[str, Tensor]
+Targets = dict[str, Tensor]
+Meta = dict[str, Any]  # batch["meta"]: P2, P2_input, input_to_original, original_size, ... (DESIGN.md)
+
+
+class MonoDetector(nn.Module, abc.ABC):
     """Base class of MonoDLE / GUPNet / MonoFlex; see docs/DESIGN.md ("Detector") for the contract.
 
-    Subclasses own ``backbone`` and ``neck`` (see :func:`build_trunk`) and implement the four methods.
+    Subclasses own ``backbone`` and ``neck`` (see :func:`build_trunk`) and implement the four
+    abstract methods. ``meta`` is always the batch's meta dict: a detector that needs the camera
+    (``meta["P2_input"]``) reads it there, never from ``outputs``.
     """
 
     stride: int = 4
@@ -27,7 +45,7 @@ class MonoDetector(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.classes = list(cfg.classes)
-        self.num_classes = cfg.resolved_num_classes()
+        self.num_classes = len(self.classes)
         self.in_channels = cfg.in_channels
 
     @property
@@ -35,7 +53,7 @@ class MonoDetector(nn.Module):
         """State-dict key of the first conv's weight: widen it to turn RGB weights into a teacher's."""
         return "backbone." + self.backbone.first_conv_key
 
-    def extract_features(self, image: torch.Tensor) -> torch.Tensor:
+    def extract_features(self, image: Tensor) -> Tensor:
         """Backbone + neck: ``B x in_channels x H x W`` -> ``B x feature_channels x H/4 x W/4``."""
         if image.dim() != 4 or image.shape[1] != self.in_channels:
             raise Add3dError(
@@ -45,17 +63,31 @@ class MonoDetector(nn.Module):
             raise Add3dError(f"input height and width must be multiples of 32, got {tuple(image.shape[2:])}")
         return self.neck(self.backbone(image))
 
-    def forward(self, image, targets=None, meta=None) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, image: Tensor, targets: Targets | None = None, meta: Meta | None = None) -> Outputs:
+        """Raw head outputs + ``features`` (the neck map feeding the heads, B x feature_channels x h x w).
 
-    def loss(self, outputs, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        raise NotImplementedError
+        ``targets`` are given when training (detectors with per-object heads run them at the target
+        slots); ``meta`` is the batch meta.
+        """
 
-    def decode(self, outputs, meta, score_threshold=None, top_k=None) -> list[list[Object3D]]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def loss(self, outputs: Outputs, targets: Targets, meta: Meta) -> tuple[Tensor, dict[str, Tensor]]:
+        """(total loss, detached named parts) of ``forward(image, targets, meta)``'s outputs.
 
-    def response_outputs(self, outputs, targets) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        Detector-specific target encodings (heading bins, size residuals, ...) are computed here
+        from the generic targets of :mod:`add3d.data.targets`.
+        """
+
+    @abc.abstractmethod
+    def decode(
+        self, outputs: Outputs, meta: Meta, score_threshold: float | None = None, top_k: int | None = None
+    ) -> list[list[Object3D]]:
+        """Detections per image in ORIGINAL image coordinates (``None`` = the config's defaults)."""
+
+    @abc.abstractmethod
+    def response_outputs(self, outputs: Outputs, targets: Targets, meta: Meta) -> dict[str, Tensor]:
+        """Per-object outputs at the target slots, name -> ``B x M x k``, for response distillation."""
 
 
 def build_trunk(cfg: ModelConfig) -> tuple[nn.Module, DLAUp]:

@@ -26,6 +26,9 @@ and inference then see the same kind of box), or the ground-truth ``targets["box
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +36,6 @@ from torchvision.ops import roi_align
 
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
-from add3d.models.config import ModelConfig
 from add3d.models.decode import (
     back_project,
     depth_from_logit,
@@ -46,10 +48,23 @@ from add3d.models.decode import (
     wrap_angle,
 )
 from add3d.models.detector import MonoDetector, build_trunk
-from add3d.models.heading import decode_heading
+from add3d.models.heading import decode_heading, encode_heading
 from add3d.models.heads import build_heads
 from add3d.models.htl import HierarchicalTaskLearning
 from add3d.models.losses import focal_loss, heading_loss, laplacian_uncertainty_loss, masked_l1
+
+if TYPE_CHECKING:  # annotation only (models/config.py imports GUPNetOptions from here)
+    from add3d.models.config import ModelConfig
+
+
+@dataclass
+class GUPNetOptions:
+    """The ``model.gupnet`` config section."""
+
+    roi_size: int = 7  # ROI-align output size of the 3D heads
+    train_rois: str = "predicted"  # predicted (GUPNet's code: predicted 2D boxes at GT centres) | gt
+    htl: bool = True  # Hierarchical Task Learning loss weights (needs the trainer's on_epoch_start)
+    htl_window: int = 5  # epochs of loss statistics HTL compares
 
 # Loss terms and the terms they build on (GUPNet's HTL graph).
 TASK_PREREQUISITES = {
@@ -222,7 +237,7 @@ class GUPNet(MonoDetector):
         return result
 
     # ----- loss ---------------------------------------------------------------------------------------
-    def loss(self, outputs, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, outputs, targets, meta) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self._check_slots(outputs, targets)
         mask = targets["mask_2d"] > 0
         indices = targets["indices"].long()
@@ -242,7 +257,8 @@ class GUPNet(MonoDetector):
             )
             / 3.0
         )
-        terms["heading"] = heading_loss(outputs["heading"], targets["heading_bin"], targets["heading_res"], mask)
+        heading_bin, heading_residual = encode_heading(targets["alpha"], self.num_heading_bins)
+        terms["heading"] = heading_loss(outputs["heading"], heading_bin, heading_residual, mask)
         depth_target = targets["location"][..., 2]
         terms["depth"] = laplacian_uncertainty_loss(
             outputs["depth"][..., 0], depth_target, outputs["depth"][..., 1] / 2, mask
@@ -274,7 +290,7 @@ class GUPNet(MonoDetector):
             )
 
     # ----- response distillation -------------------------------------------------------------------
-    def response_outputs(self, outputs, targets) -> dict[str, torch.Tensor]:
+    def response_outputs(self, outputs, targets, meta) -> dict[str, torch.Tensor]:
         """Per-object outputs at the target slots: 2D heads sampled at the centres, ROI heads as they are.
 
         Depth is compared as log-depth (plus its log-variance): an L1 in metres lets one far or

@@ -17,10 +17,19 @@ import torch
 NUM_HEADING_BINS = 12
 
 
-def encode_heading(alpha: np.ndarray | float, num_bins: int = NUM_HEADING_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """alpha (radians, any range) -> (bin index int64, residual from the bin centre in radians)."""
+def encode_heading(alpha, num_bins: int = NUM_HEADING_BINS):
+    """alpha (radians, any range) -> (bin index int64, residual from the bin centre in radians).
+
+    Takes a torch tensor (the detectors' losses, from ``targets["alpha"]``; computed in float64,
+    residual returned as float32) or a numpy array / float (returned as float64 numpy arrays).
+    """
     bin_size = 2.0 * math.pi / num_bins
-    # Shift by half a bin so that bin k covers [k*size - size/2, k*size + size/2).
+    if isinstance(alpha, torch.Tensor):
+        # Shift by half a bin so that bin k covers [k*size - size/2, k*size + size/2).
+        shifted = torch.remainder(torch.remainder(alpha.double(), 2.0 * math.pi) + bin_size / 2.0, 2.0 * math.pi)
+        bins = torch.floor(shifted / bin_size).clamp(max=num_bins - 1)
+        residual = shifted - (bins * bin_size + bin_size / 2.0)
+        return bins.long(), residual.float()
     shifted = (np.asarray(alpha, dtype=np.float64) % (2.0 * math.pi) + bin_size / 2.0) % (2.0 * math.pi)
     bins = np.minimum(np.floor(shifted / bin_size).astype(np.int64), num_bins - 1)
     residual = shifted - (bins * bin_size + bin_size / 2.0)

@@ -7,10 +7,11 @@ exp(-log-variance) multiplies the detection score at test time.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Mapping
+
 import torch
 
 from add3d.data.kitti import Object3D
-from add3d.models.config import ModelConfig
 from add3d.models.decode import (
     alpha_to_rotation_y,
     back_project,
@@ -24,9 +25,13 @@ from add3d.models.decode import (
     top_k_peaks,
 )
 from add3d.models.detector import MonoDetector, build_trunk
-from add3d.models.heading import decode_heading
+from add3d.models.heading import decode_heading, encode_heading
 from add3d.models.heads import build_heads
 from add3d.models.losses import dimension_aware_l1, focal_loss, heading_loss, laplacian_uncertainty_loss, masked_l1
+from add3d.models.pretrained import convert_monodle_release
+
+if TYPE_CHECKING:  # annotation only (models/config.py imports the detector modules)
+    from add3d.models.config import ModelConfig
 
 # Heads read at object centres (everything but the heatmap), for losses and response distillation.
 OBJECT_HEADS = ("offset_2d", "size_2d", "depth", "offset_3d", "size_3d", "heading")
@@ -63,17 +68,17 @@ class MonoDLE(MonoDetector):
         outputs["features"] = features
         return outputs
 
-    def response_outputs(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def response_outputs(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict) -> dict[str, torch.Tensor]:
         """Per-object head outputs at ``targets["indices"]``: name -> ``B x M x k`` (raw, before transforms)."""
         return {name: gather_feature(outputs[name], targets["indices"]) for name in OBJECT_HEADS}
 
-    def loss(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MonoDLE's seven losses; 2D terms use ``mask_2d``, depth/3D offset/size use ``mask_3d``.
 
         Heading uses ``mask_2d`` as in the MonoDLE code: alpha is unaffected by the crop/scale
-        augmentation that disables the other 3D targets.
+        augmentation that disables the other 3D targets. ``meta`` is unused (MonoDLE needs no camera).
         """
-        sampled = self.response_outputs(outputs, targets)
+        sampled = self.response_outputs(outputs, targets, meta)
         mask_2d, mask_3d = targets["mask_2d"], targets["mask_3d"]
         depth, log_variance = sampled["depth"][..., 0:1], sampled["depth"][..., 1:2]
         cls_ids = targets["cls_ids"].long().clamp(0, self.num_classes - 1)
@@ -86,7 +91,7 @@ class MonoDLE(MonoDetector):
             "depth": laplacian_uncertainty_loss(depth_from_logit(depth), targets["depth"], log_variance, mask_3d),
             "offset_3d": masked_l1(sampled["offset_3d"], targets["offset_3d"], mask_3d),
             "size_3d": dimension_aware_l1(sampled["size_3d"], size_3d - mean_size, size_3d, mask_3d),
-            "heading": heading_loss(sampled["heading"], targets["heading_bin"], targets["heading_res"], mask_2d),
+            "heading": heading_loss(sampled["heading"], *encode_heading(targets["alpha"], self.num_heading_bins), mask_2d),
         }
         total = sum(self.loss_weights[name] * value for name, value in parts.items())
         return total, {name: value.detach() for name, value in parts.items()}
@@ -137,3 +142,8 @@ class MonoDLE(MonoDetector):
 
 def build_monodle(cfg: ModelConfig) -> MonoDLE:
     return MonoDLE(cfg)
+
+
+def convert_official_monodle(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """A released xinzhuma/monodle state dict -> this MonoDLE's (see ``convert_monodle_release``)."""
+    return convert_monodle_release(dict(state_dict), list(cfg.classes))

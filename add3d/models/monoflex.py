@@ -13,15 +13,17 @@ detections. Objects whose projected centre falls outside the image are "truncate
 sits on the border (``targets["truncated"]``), edge fusion (:mod:`add3d.models.edge_fusion`)
 refines the border outputs and their 3D offset gets a log-scaled loss.
 
-Camera: keypoint depths need the vertical focal length of the *network input* camera, so
-``forward`` keeps ``meta["P2_input"]`` in its outputs for :meth:`loss` and
-:meth:`response_outputs`. Depth targets are ``targets["location"][..., 2]``; 3D losses use
+Camera: keypoint depths need the vertical focal length of the *network input* camera,
+``meta["P2_input"]``, which :meth:`loss`, :meth:`response_outputs` and :meth:`decode` read from
+the batch meta they are given. Depth targets are ``targets["location"][..., 2]``; 3D losses use
 ``mask_3d`` (MonoFlex trains without crop augmentation, where that equals ``mask_2d``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,6 @@ from torch import nn
 
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
-from add3d.models.config import ModelConfig
 from add3d.models.decode import (
     back_project,
     depth_from_logit,
@@ -48,7 +49,42 @@ from add3d.models.keypoint_depth import NUM_KEYPOINTS, depth_groups_valid, depth
 from add3d.models.losses import focal_loss, masked_mean
 from add3d.models.multibin import decode_multibin, multibin_loss
 
+if TYPE_CHECKING:  # annotation only (models/config.py imports MonoFlexOptions from here)
+    from add3d.models.config import ModelConfig
+
 HEATMAP_PRIOR_PROBABILITY = 0.01  # MonoFlex's INIT_P
+
+# MonoFlex's published loss weights (runs/monoflex.yaml INIT_LOSS_WEIGHT), by our term names.
+MONOFLEX_LOSS_WEIGHTS = {
+    "heatmap": 1.0,
+    "box2d": 1.0,  # GIoU of the FCOS-style 2D box
+    "depth": 1.0,  # direct depth, uncertainty-attenuated L1
+    "offset_3d": 0.5,
+    "truncated_offset_3d": 0.1,  # log(1 + L1) for objects whose 3D centre is outside the image
+    "orientation": 1.0,
+    "size_3d": 1.0,
+    "corners": 0.2,
+    "keypoints": 1.0,
+    "keypoint_depth": 0.2,
+    "ensemble_depth": 0.2,
+}
+
+
+@dataclass
+class MonoFlexOptions:
+    """The ``model.monoflex`` config section."""
+
+    edge_fusion: bool = True
+    orientation_bins: int = 4
+    depth_range: list[float] = field(default_factory=lambda: [0.1, 100.0])  # clamp of every depth estimate
+    uncertainty_range: list[float] = field(default_factory=lambda: [-10.0, 10.0])  # clamp of log-sigma
+    relaxed_keypoint_visibility: bool = True  # MonoFlex's KEYPOINT_VISIBLE_MODIFY
+    # Detection score = heatmap x confidence(sigma of the depth ensemble). "monoflex": 1 - clamp(sigma,
+    # 0.01, 1) (MonoFlex); "exp": exp(-sigma), which still ranks detections when every sigma >= 1 m
+    # (short CPU runs, where MonoFlex's formula gives them all score 0).
+    confidence: str = "monoflex"
+    # MonoFlex reads these (not model.loss_weights, whose defaults are MonoDLE's).
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict(MONOFLEX_LOSS_WEIGHTS))
 
 
 def regression_outputs(orientation_bins: int) -> dict[str, int]:
@@ -139,7 +175,7 @@ class MonoFlex(MonoDetector):
 
     # ----- forward ----------------------------------------------------------------------------------
     def forward(self, image, targets=None, meta=None) -> dict[str, torch.Tensor]:
-        """Dense outputs (heatmap as logits) + ``features`` (+ ``P2_input`` from ``meta``)."""
+        """Dense outputs (heatmap as logits) + ``features``; ``targets``/``meta`` are unused."""
         features = self.extract_features(image)
         heatmap_features = self.heatmap_trunk(features)
         outputs = {"features": features, "heatmap": self.heatmap_out(heatmap_features)}
@@ -153,8 +189,6 @@ class MonoFlex(MonoDetector):
             outputs["heatmap"], outputs["offset_3d"] = self.edge_fusion(
                 heatmap_features, offset_features, outputs["heatmap"], outputs["offset_3d"]
             )
-        if meta is not None and "P2_input" in meta:
-            outputs["P2_input"] = meta["P2_input"].to(device=features.device, dtype=torch.float32)
         return outputs
 
     # ----- per-object decoding (shared by loss, responses and detection decoding) --------------------
@@ -189,17 +223,16 @@ class MonoFlex(MonoDetector):
             "sigma": sigma,
         }
 
-    def _camera(self, outputs) -> torch.Tensor:
-        if "P2_input" not in outputs:
-            raise Add3dError(
-                "MonoFlex needs the network-input camera for its keypoint depths: call "
-                "detector(image, targets, meta=batch['meta'])"
-            )
-        return outputs["P2_input"]
+    @staticmethod
+    def _camera(meta, device: torch.device) -> torch.Tensor:
+        """``meta["P2_input"]`` (B x 3 x 4) as float32 on ``device``."""
+        if meta is None or "P2_input" not in meta:
+            raise Add3dError("MonoFlex needs the network-input camera meta['P2_input'] for its keypoint depths")
+        return torch.as_tensor(meta["P2_input"], dtype=torch.float32, device=device)
 
     # ----- loss ---------------------------------------------------------------------------------------
-    def loss(self, outputs, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        P2_input = self._camera(outputs)
+    def loss(self, outputs, targets, meta) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        P2_input = self._camera(meta, outputs["heatmap"].device)
         indices = targets["indices"].long()
         width = outputs["heatmap"].shape[3]
         preds = self.object_predictions(outputs, indices, targets["cls_ids"], P2_input)
@@ -274,11 +307,13 @@ class MonoFlex(MonoDetector):
         return total, {name: value.detach() for name, value in parts.items()}
 
     # ----- response distillation -------------------------------------------------------------------
-    def response_outputs(self, outputs, targets) -> dict[str, torch.Tensor]:
+    def response_outputs(self, outputs, targets, meta) -> dict[str, torch.Tensor]:
         """Per-object outputs at ``targets["indices"]`` (B x M x k), decoded where MonoFlex decodes them:
         keypoints, the four depths (as log-depth, so that far objects do not dominate the L1) and
         their uncertainties, the ensemble depth, sizes in metres, orientation."""
-        preds = self.object_predictions(outputs, targets["indices"].long(), targets["cls_ids"], self._camera(outputs))
+        preds = self.object_predictions(
+            outputs, targets["indices"].long(), targets["cls_ids"], self._camera(meta, outputs["heatmap"].device)
+        )
         batch, slots = targets["indices"].shape
         return {
             "box2d": preds["box2d"],
@@ -304,7 +339,7 @@ class MonoFlex(MonoDetector):
         device = heatmap.device
         peaks = top_k_peaks(peak_nms(heatmap), top_k)
         float_outputs = {name: outputs[name].float() for name in self.regression_outs}
-        P2_input = torch.as_tensor(meta["P2_input"], dtype=torch.float32, device=device)
+        P2_input = self._camera(meta, device)
         preds = self.object_predictions(float_outputs, peaks["indices"], peaks["cls_ids"], P2_input)
         P2 = torch.as_tensor(meta["P2"], dtype=torch.float64, device=device)
         to_original = torch.as_tensor(meta["input_to_original"], dtype=torch.float64, device=device)
