@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from add3d.data.dataset import KittiDataset
+from add3d.data.loader import build_loader
 from add3d.data.mono_dataset import IMAGENET_MEAN, IMAGENET_STD, build_mono_dataset
 from add3d.data.synthetic import generate_dataset
 from add3d.engine.config import load_config
-from add3d.engine.inference import predict_split, write_predictions
+from add3d.engine.inference import load_detector, predict_split, resolve_device, write_predictions
+from add3d.engine.probes import depth_probes, format_probes
 from add3d.engine.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, train
 from add3d.errors import Add3dError
 from add3d.evaluation.kitti_eval import evaluate
@@ -172,6 +174,8 @@ def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2
             f"evaluate {MODEL_TITLES[model]}", argv,
             lambda model=model: evaluate_model(cfgs[model], checkpoints[model], run.out_dir / model))
 
+    probes = run.stage("depth probes", ["demo", "--out", str(run.out_dir)],
+                       lambda: probe_models(cfgs, checkpoints, predictions))
     figures = run.stage("figures", ["demo", "--out", str(run.out_dir)],
                         lambda: make_figures(run, data_root, predictions, curves, cfgs["teacher"]))
 
@@ -181,6 +185,8 @@ def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2
                           for overlap in OVERLAPS for metric in ("3d", "bev", "2d", "aos")}
         for m in MODELS
     }
+    for m in MODELS:
+        results_json[MODEL_TITLES[m]]["probes"] = probes[m]
     results_json["_meta"] = {
         "dataset": str(data_root), "frames": budget["frames"], "quick": quick, "seed": seed,
         "train_seconds": train_seconds, "values": "AP in percent, [easy, moderate, hard]",
@@ -211,7 +217,11 @@ def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2
     for cls in ("Pedestrian", "Cyclist"):
         lines += [f"{cls} (the official overlap for this class, 0.5, and the loose one, 0.25):", "",
                   results_table(table_results, cls, overlaps=("0.7", "0.5"), overlap_labels=("IoU 0.5", "IoU 0.25")), ""]
-    lines += ["## Verdict", "", verdict, "", "## Pictures", ""]
+    lines += ["## Does the teacher read its depth input? (add3d/engine/probes.py)", "",
+              "Cars matched to labels (2D IoU >= 0.5); sensitivity: the change of predicted depth when every "
+              "LiDAR point moves 1.2x farther along its ray, (z_scaled / z - 1) / 0.2 (1 = reads depth, 0 = ignores it).", ""]
+    lines += [f"- {MODEL_TITLES[m]}: {format_probes(probes[m])}" for m in MODELS]
+    lines += ["", "## Verdict", "", verdict, "", "## Pictures", ""]
     for caption, path in figures:
         lines += [f"**{caption}**", "", f"![{caption}]({path})", ""]
     lines += ["## Reproduce", "", "Every stage above, as commands (run from the repository root):", "", "```"]
@@ -221,6 +231,22 @@ def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2
     print(f"\nreport: {run.out_dir / 'report.md'} and report.html ({total / 60:.1f} min in all)")
     print(verdict)
     return results_json
+
+
+def probe_models(cfgs: dict, checkpoints: dict, predictions: dict) -> dict[str, dict]:
+    """The depth probes of every model on the val split (reusing the evaluation's detections)."""
+    report = {}
+    for model in MODELS:
+        cfg = cfgs[model]
+        device = resolve_device(cfg.train.device)
+        detector = load_detector(cfg, checkpoints[model], device)
+        dataset = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False,
+                                     with_depth=detector.input_spec.kind == "rgbd")
+        truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
+        report[model] = depth_probes(detector, build_loader(dataset, cfg.train.batch_size, 0), truth,
+                                     detector.input_spec, device, cfg.model.score_threshold,
+                                     predictions=predictions[model])
+    return report
 
 
 def judge(results: dict) -> str:

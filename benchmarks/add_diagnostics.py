@@ -6,6 +6,9 @@ augmentation, at the ground-truth object centres (`targets["indices"]`, `mask_3d
 - depth: mean absolute error and mean relative error of the predicted depth (metres);
 - heatmap: mean sigmoid score at the GT centres (how confidently objects are found).
 (MonoDLE runs only: they read MonoDLE's depth head.)
+For every run, any detector: the depth probes of add3d/engine/probes.py on matched Car detections
+(depth MAE / median / share within 1 m; for RGB+depth models also the sensitivity to depth x1.2 and
+the error with depth zeroed), ``probes`` in the output.
 For ADD runs of any detector it can also report each loss term's gradient on the student
 (``--grads``): ||grad of weight * term|| over the student's parameters, averaged over a few training
 batches. Use it to choose the distillation weights for a new backbone or detector: on our CPU
@@ -27,27 +30,34 @@ from tqdm import tqdm
 
 from add3d.data.mono_dataset import build_mono_dataset
 from add3d.engine.checkpoints import load_checkpoint, load_module_state
+from add3d.engine.inference import load_detector
 from add3d.engine.config import load_config
-from add3d.engine.modules import detector_input, input_kind
 from add3d.data.loader import build_loader
+from add3d.engine.modules import detector_input
+from add3d.engine.probes import depth_probes
 from add3d.engine.trainer import build_training_module
-from add3d.models import build_detector
 from add3d.models.decode import depth_from_logit, gather_feature
+
+
+def load_run(run: Path, max_frames: int):
+    """(config, detector with its checkpoint's input spec, the first max_frames validation frames, their labels)."""
+    cfg = load_config(run / "config.yaml", training=False)
+    detector = load_detector(cfg, run / "checkpoint_last.pth", torch.device("cpu"))
+    dataset = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False,
+                                 with_depth=detector.input_spec.kind == "rgbd")
+    count = min(max_frames, len(dataset))
+    truth = {dataset.ids[i]: dataset.ground_truth(i) for i in range(count)}
+    return cfg, detector, torch.utils.data.Subset(dataset, range(count)), truth
 
 
 @torch.no_grad()
 def object_errors(run: Path, max_frames: int) -> dict:
-    cfg = load_config(run / "config.yaml")
-    detector = build_detector(cfg.model)
-    detector.load_state_dict(load_checkpoint(run / "checkpoint_last.pth")["model"], strict=True)
-    detector.eval()
-    kind = input_kind(cfg.model)
-    dataset = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False, with_depth=kind == "rgbd")
+    _, detector, dataset, _ = load_run(run, max_frames)
     loader = build_loader(dataset, 8, 0)
-    abs_error, rel_error, scores, count, seen = 0.0, 0.0, 0.0, 0, 0
+    abs_error, rel_error, scores, count = 0.0, 0.0, 0.0, 0
     for batch in tqdm(loader, desc=run.name, leave=False):
         targets = batch["targets"]
-        outputs = detector(detector_input(batch, kind, cfg.teacher.depth_scale), None, meta=batch["meta"])
+        outputs = detector(detector_input(batch, detector.input_spec), None, meta=batch["meta"])
         mask = targets["mask_3d"] > 0
         depth = depth_from_logit(gather_feature(outputs["depth"], targets["indices"])[..., 0])
         truth = targets["depth"][..., 0]
@@ -59,9 +69,6 @@ def object_errors(run: Path, max_frames: int) -> dict:
         own_class = at_centre.gather(1, targets["cls_ids"].unsqueeze(1)).squeeze(1)
         scores += own_class[targets["mask_2d"] > 0].sum().item()
         count += int(mask.sum())
-        seen += len(batch["meta"]["frame_id"])
-        if seen >= max_frames:
-            break
     objects_2d = max(count, 1)
     return {
         "objects": count,
@@ -69,6 +76,13 @@ def object_errors(run: Path, max_frames: int) -> dict:
         "depth_rel_error": round(rel_error / objects_2d, 4),
         "centre_score": round(scores / objects_2d, 4),
     }
+
+
+def probes(run: Path, max_frames: int) -> dict:
+    """The library's depth probes (add3d.engine.probes) on the run's validation frames."""
+    cfg, detector, dataset, truth = load_run(run, max_frames)
+    return depth_probes(detector, build_loader(dataset, 8, 0), truth, detector.input_spec, torch.device("cpu"),
+                        cfg.model.score_threshold)
 
 
 def gradient_shares(run: Path, batches: int) -> dict:
@@ -101,6 +115,7 @@ def main() -> None:
     parser.add_argument("--grads", action="store_true", help="also gradient norms per loss term (ADD runs)")
     parser.add_argument("--grads-only", action="store_true", help="only the gradient norms (any detector)")
     parser.add_argument("--grad-batches", type=int, default=3)
+    parser.add_argument("--no-probes", action="store_true", help="skip the depth probes (add3d.engine.probes)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,6 +124,8 @@ def main() -> None:
         if not (run / "checkpoint_last.pth").is_file():
             continue
         report[run.name] = {} if args.grads_only else object_errors(run, args.max_frames)
+        if not args.grads_only and not args.no_probes:
+            report[run.name]["probes"] = probes(run, args.max_frames)
         if args.grads or args.grads_only:
             report[run.name]["gradient_norms"] = gradient_shares(run, args.grad_batches)
     print(json.dumps(report, indent=2))

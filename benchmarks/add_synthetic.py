@@ -71,7 +71,11 @@ def make_rgb_teacher(baseline_checkpoint: Path, configs: Path, out: Path) -> Pat
     if not path.is_file():
         model_cfg = load_config(configs / "synthetic.yaml").model
         teacher = init_teacher_from_rgb(build_detector(teacher_model_config(model_cfg)), read_checkpoint_model(baseline_checkpoint))
-        state = {"model": teacher.state_dict()}
+        from add3d.engine.modules import teacher_input_spec
+
+        # The spec of the depth teachers it stands in for, so ADD's spec check accepts it (its depth weights are 0).
+        spec = teacher_input_spec(load_config(configs / "synthetic_teacher.yaml"))
+        state = {"model": teacher.state_dict(), "input_spec": spec.to_dict()}
         atomic_save(path, lambda tmp: torch.save(state, tmp))
     return path
 

@@ -32,7 +32,9 @@ def test_quick_demo_writes_an_honest_report(tmp_path: Path) -> None:
         for key in ("3d@0.7", "bev@0.7", "3d@0.5", "bev@0.5"):
             values = results[model][key]["Car"]["R40"]
             assert len(values) == 3 and all(0.0 <= v <= 100.0 for v in values)
+    assert "sensitivity" in results["teacher (RGB + depth)"]["probes"] and "sensitivity" not in results["baseline (RGB)"]["probes"]
     report = (out / "report.md").read_text()
+    assert "sensitivity to depth x1.2" in report
     for model in models:
         assert f"| {model} |" in report
     assert "add3d train configs/monodle/synthetic_add.yaml" in report and "teacher.checkpoint=" in report

@@ -14,7 +14,7 @@ from add3d.distill import losses
 from add3d.distill.attention import TargetCrossAttention, gather_at_indices
 from add3d.distill.config import DistillConfig
 from add3d.distill.config import TeacherConfig
-from add3d.distill.teacher_input import make_teacher_input
+from add3d.distill.teacher_input import InputSpec, make_teacher_input
 from add3d.distill.teacher import init_teacher_from_rgb, teacher_model_config
 from add3d.distill.wrapper import DistillationModule, build_distillation_module
 from add3d.errors import Add3dError
@@ -397,7 +397,7 @@ def test_one_distillation_step_for_each_detector(name, kitti_batch):
             layer.reset_running_stats()
             layer.momentum = None
     with torch.no_grad():
-        teacher.train()(make_teacher_input(kitti_batch), kitti_batch["targets"], meta=kitti_batch["meta"])
+        teacher.train()(make_teacher_input(kitti_batch, InputSpec(kind="rgbd")), kitti_batch["targets"], meta=kitti_batch["meta"])
     module = DistillationModule(student, teacher, DistillConfig(depth_bins=8, ffn_channels=32)).train()
     teacher_before = copy.deepcopy(teacher.state_dict())
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)

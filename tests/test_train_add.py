@@ -50,6 +50,25 @@ def test_teacher_takes_depth_and_student_is_the_plain_detector(runs):
     assert any("distill" in name or "feat" in name or "resp" in name for name in step), sorted(step)
 
 
+def test_checkpoints_carry_the_input_spec_and_a_contradicting_config_stops(runs, tmp_path):
+    from add3d.engine.inference import load_detector
+    from add3d.errors import Add3dError
+
+    root, teacher_out, student_out, cfg = runs
+    teacher_spec = load_checkpoint(teacher_out / LAST_CHECKPOINT)["input_spec"]
+    assert teacher_spec["kind"] == "rgbd" and teacher_spec["depth_encoding"] == "log"
+    assert load_checkpoint(student_out / LAST_CHECKPOINT)["input_spec"] == {"kind": "rgb"}
+    teacher_cfg = load_config(CONFIG, tiny(root, tmp_path) + ["model.in_channels=5"], training=False)
+    assert load_detector(teacher_cfg, teacher_out / LAST_CHECKPOINT, torch.device("cpu")).input_spec.depth_encoding == "log"
+    linear = load_config(CONFIG, tiny(root, tmp_path) + ["model.in_channels=5", "teacher.depth_encoding=linear"], training=False)
+    with pytest.raises(Add3dError, match="depth_encoding: linear != log"):
+        load_detector(linear, teacher_out / LAST_CHECKPOINT, torch.device("cpu"))
+    student = load_config(CONFIG, tiny(root, tmp_path) + [
+        "distill={}", f"teacher.checkpoint={teacher_out / LAST_CHECKPOINT}", "data.depth_fill=3"])
+    with pytest.raises(Add3dError, match="depth_fill: 3 != 1"):
+        train(student)
+
+
 def test_add_run_resumes_with_its_adapters(runs, tmp_path):
     root, _, student_out, cfg = runs
     checkpoint = load_checkpoint(student_out / LAST_CHECKPOINT)

@@ -43,6 +43,14 @@ class DataConfig:
     # ROOT/training/<depth_dir>/, e.g. made by `add3d make-depth`; lidar/object are computed on the fly).
     depth_source: str | None = None
     depth_dir: str | None = None
+    # Fill holes of the sparse depth map with the nearest (smallest) valid depth in a depth_fill x
+    # depth_fill window before any warp, so that a zoom-out crop's nearest-neighbour resize keeps
+    # (almost) every point; 1 = no fill. Part of a teacher's input spec.
+    depth_fill: int = 1
+    # Teacher-only augmentation: input depth AND depth target times k = exp(U(-j, j)), image unchanged.
+    # Why: with the image unchanged, only the depth input tells the teacher the true scale, which
+    # stops it from reading depth off the image (without it the sensitivity plateaued near 0.7).
+    depth_jitter: float = 0.0
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -69,5 +77,9 @@ class DataConfig:
             raise Add3dError(f"data.max_objects must be >= 1, got {self.max_objects}")
         if self.depth_source is not None and self.depth_source not in DEPTH_SOURCES:
             raise Add3dError(f"data.depth_source must be null or one of {', '.join(DEPTH_SOURCES)}; got '{self.depth_source}'")
+        if self.depth_fill < 1 or self.depth_fill % 2 == 0:
+            raise Add3dError(f"data.depth_fill must be an odd size >= 1 (1 = no fill), got {self.depth_fill}")
+        if not 0.0 <= self.depth_jitter < 1.0:
+            raise Add3dError(f"data.depth_jitter is a log-range in [0, 1), got {self.depth_jitter}")
         if self.depth_source == "dense" and not self.depth_dir:
             raise Add3dError("data.depth_source 'dense' needs data.depth_dir (a folder of 16-bit depth PNGs)")

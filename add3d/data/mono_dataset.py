@@ -15,7 +15,7 @@ import torch
 
 from add3d.data.config import DataConfig
 from add3d.data.dataset import KittiDataset
-from add3d.data.depth_maps import lidar_depth_map, object_depth_map
+from add3d.data.depth_maps import fill_sparse_depth, lidar_depth_map, object_depth_map
 from add3d.data.kitti import Object3D
 from add3d.data.targets import TargetOptions, build_targets
 from add3d.data.transforms import AugmentationParams, augment_frame, sample_augmentation
@@ -79,6 +79,7 @@ def encode_sample(
     chosen = select_objects(objects, cfg) if objects is not None else []
     warped = augment_frame(image, calib, chosen, (width, height), params, maps)
     depth_factor = params.crop_scale if (params.crop and cfg.scale_depth_on_crop) else 1.0
+    depth_factor *= params.depth_gain  # the same factor for the input depth map and the depth target
     sample: dict = {"image": normalize_image(warped.image)}
     if depth is not None:
         input_depth = warped.maps["depth"] * np.float32(depth_factor)
@@ -138,34 +139,34 @@ class MonoDataset(torch.utils.data.Dataset):
     def depth_map(self, frame) -> np.ndarray | None:
         size = (frame.image.shape[1], frame.image.shape[0])
         if self.cfg.depth_source == "dense":
-            return frame.depth
-        if self.cfg.depth_source == "lidar":
-            return lidar_depth_map(frame.lidar, frame.calib, size)
-        if self.cfg.depth_source == "object":
-            return object_depth_map(frame.objects, frame.calib, size)
-        return None
+            depth = frame.depth
+        elif self.cfg.depth_source == "lidar":
+            depth = lidar_depth_map(frame.lidar, frame.calib, size)
+        elif self.cfg.depth_source == "object":
+            depth = object_depth_map(frame.objects, frame.calib, size)
+        else:
+            return None
+        return fill_sparse_depth(depth, self.cfg.depth_fill)
 
-    def __getitem__(self, index: int | tuple[int, int]) -> dict:
-        """Sample ``index`` of the current epoch, or of ``epoch`` for an ``(epoch, index)`` pair
-        (what :class:`add3d.data.loader.EpochIndexSampler` yields to persistent workers)."""
-        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+    def __getitem__(self, index: int) -> dict:
         try:
-            return self._load(index, epoch)
+            return self._load(index)
         except Add3dError as error:
             # Plain Add3dError: DataLoader workers re-create exceptions from a single message.
             raise Add3dError(str(error)) from None
 
-    def _load(self, index: int, epoch: int) -> dict:
+    def _load(self, index: int) -> dict:
         frame = self.frames[index]
         params = AugmentationParams()
         if self.augment:
             params = sample_augmentation(
-                sample_generator(self.seed, epoch, index),
+                sample_generator(self.seed, self.epoch, index),
                 (frame.image.shape[1], frame.image.shape[0]),
                 self.cfg.random_flip,
                 self.cfg.random_crop,
                 self.cfg.crop_scale,
                 self.cfg.crop_shift,
+                self.cfg.depth_jitter,
             )
         return encode_sample(
             frame.frame_id,

@@ -39,6 +39,7 @@ class AugmentationParams:
     crop: bool = False
     crop_scale: float = 1.0  # crop size / image size (> 1 zooms out, < 1 zooms in)
     center_shift: tuple[float, float] = (0.0, 0.0)  # crop centre - image centre, in pixels
+    depth_gain: float = 1.0  # teacher depth jitter: input depth and depth target times this, image unchanged
 
 
 def sample_augmentation(
@@ -48,23 +49,27 @@ def sample_augmentation(
     crop_probability: float = 0.5,
     scale: float = 0.4,
     shift: float = 0.1,
+    depth_jitter: float = 0.0,
 ) -> AugmentationParams:
     """Draw MonoDLE's flip / crop-scale augmentation. ``image_size`` is (width, height).
 
     The draws happen in a fixed order (flip, crop, scale, shift x, shift y) whatever the outcome,
-    so one sample's randomness never depends on another's.
+    so one sample's randomness never depends on another's. ``depth_jitter`` j > 0 adds a last draw,
+    the depth gain exp(U(-j, j)), so the earlier draws are those of a run without jitter.
     """
     width, height = image_size
     flip_draw, crop_draw = rng.random(), rng.random()
     scale_draw, shift_x_draw, shift_y_draw = rng.standard_normal(3)
+    depth_gain = float(np.exp(rng.uniform(-depth_jitter, depth_jitter))) if depth_jitter > 0 else 1.0
     flip = bool(flip_draw < flip_probability)
     crop = bool(crop_draw < crop_probability)
     if not crop:
-        return AugmentationParams(flip=flip)
+        return AugmentationParams(flip=flip, depth_gain=depth_gain)
     crop_scale = float(np.clip(scale_draw * scale + 1.0, 1.0 - scale, 1.0 + scale))
     shift_x = float(width * np.clip(shift_x_draw * shift, -2 * shift, 2 * shift))
     shift_y = float(height * np.clip(shift_y_draw * shift, -2 * shift, 2 * shift))
-    return AugmentationParams(flip=flip, crop=True, crop_scale=crop_scale, center_shift=(shift_x, shift_y))
+    return AugmentationParams(flip=flip, crop=True, crop_scale=crop_scale, center_shift=(shift_x, shift_y),
+                              depth_gain=depth_gain)
 
 
 def flip_matrix(width: float) -> np.ndarray:

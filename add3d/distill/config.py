@@ -73,11 +73,18 @@ class DistillConfig:
 
 @dataclass
 class TeacherConfig:
-    """Where the frozen teacher comes from when training an ADD student.
+    """The depth teacher: how its depth input is encoded, and (for ADD students) its checkpoint.
 
     The teacher's architecture is the student's ``model`` section with ``in_channels = 5``
-    (RGB + depth / depth_scale + validity); ``checkpoint`` is a teacher run's ``checkpoint*.pth``.
+    (RGB + encoded depth + validity, add3d.distill.teacher_input); ``checkpoint`` is a teacher run's
+    ``checkpoint*.pth``. A teacher run stores the encoding in its checkpoints (``input_spec``); an
+    ADD student or an evaluation whose config says otherwise stops with an error.
     """
 
     checkpoint: str | None = None
-    depth_scale: float = 80.0
+    depth_encoding: str = "log"  # linear | log | inverse (add3d.distill.teacher_input)
+    depth_scale: float = 80.0  # linear: depth / depth_scale
+    # log: (ln depth - mean) / std; ln-depth statistics of the synthetic scenes' LiDAR pixels (2.56, 0.66).
+    log_depth_mean: float = 2.6
+    log_depth_std: float = 0.65
+    inverse_depth_scale: float = 5.0  # inverse: inverse_depth_scale / depth

@@ -16,11 +16,12 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from add3d.distill.teacher_input import InputSpec, check_input_spec
 from add3d.errors import Add3dError, DataFormatError
 from add3d.models import build_detector
 from add3d.models.pretrained import load_widened_state_dict
 
-TEACHER_IN_CHANNELS = 5  # RGB + depth / depth_scale + validity (see add3d.distill.teacher_input)
+TEACHER_IN_CHANNELS = 5  # RGB + encoded depth + validity (see add3d.distill.teacher_input)
 
 
 def teacher_model_config(student_model_cfg: Any) -> Any:
@@ -41,6 +42,11 @@ def init_teacher_from_rgb(teacher: nn.Module, rgb_state: Mapping[str, Tensor]) -
 
 def read_checkpoint_model(path: str | Path) -> dict[str, Tensor]:
     """The ``model`` state dict of a trainer checkpoint, loaded safely (weights_only=True)."""
+    return read_teacher_checkpoint(path)[0]
+
+
+def read_teacher_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict | None]:
+    """(``model`` state dict, stored ``input_spec`` or None) of a checkpoint, loaded safely."""
     path = Path(path)
     if not path.is_file():
         raise Add3dError(f"checkpoint not found: {path}")
@@ -49,9 +55,9 @@ def read_checkpoint_model(path: str | Path) -> dict[str, Tensor]:
     except Exception as error:  # pickle/zip errors of many kinds: report the file, not a traceback
         raise DataFormatError(path, f"not a readable torch checkpoint ({error.__class__.__name__}: {error})") from error
     if isinstance(checkpoint, dict) and "model" in checkpoint and isinstance(checkpoint["model"], dict):
-        return checkpoint["model"]
+        return checkpoint["model"], checkpoint.get("input_spec")
     if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
-        return checkpoint  # a bare state dict
+        return checkpoint, None  # a bare state dict
     raise DataFormatError(path, "expected a trainer checkpoint with a 'model' state dict")
 
 
@@ -62,10 +68,19 @@ def freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def load_teacher(student_model_cfg: Any, checkpoint: str | Path) -> nn.Module:
-    """Build the teacher for a student config and load a trained teacher checkpoint, frozen."""
+def load_teacher(student_model_cfg: Any, checkpoint: str | Path, expected_spec: InputSpec | None = None) -> nn.Module:
+    """Build the teacher for a student config and load a trained teacher checkpoint, frozen.
+
+    The teacher's input spec comes from the checkpoint (``teacher.input_spec``); ``expected_spec``
+    (what the ADD config says), when given, must agree with it.
+    """
     teacher = build_detector(teacher_model_config(student_model_cfg))
-    state = read_checkpoint_model(checkpoint)
+    state, stored_spec = read_teacher_checkpoint(checkpoint)
+    if expected_spec is None:
+        expected_spec = InputSpec.from_dict(stored_spec, str(checkpoint)) if stored_spec else InputSpec(kind="rgbd")
+    teacher.input_spec = check_input_spec(expected_spec, stored_spec, str(checkpoint))
+    if teacher.input_spec.kind != "rgbd":
+        raise Add3dError(f"{checkpoint}: an RGB model, not a depth teacher (its input spec says '{teacher.input_spec.kind}')")
     try:
         teacher.load_state_dict(state, strict=True)
     except RuntimeError as error:

@@ -25,20 +25,17 @@ from add3d.distill.attention import SelfAttention3D, TargetCrossAttention, gathe
 from add3d.distill.config import DistillConfig, TeacherConfig
 from add3d.distill.position_encoding import PositionEncoding3D
 from add3d.distill.teacher import freeze, load_teacher
-from add3d.distill.teacher_input import make_teacher_input
+from add3d.distill.teacher_input import InputSpec, make_teacher_input
 from add3d.errors import Add3dError
 from add3d.models import build_detector
-
-
-def _default_teacher_input(depth_scale: float) -> Callable[[dict], Tensor]:
-    return lambda batch: make_teacher_input(batch, depth_scale=depth_scale)
 
 
 class DistillationModule(nn.Module):
     """Student + frozen teacher + ADD adapters; ``forward(batch) -> (loss, logs)``.
 
     ``teacher_input`` maps a batch to the teacher's B x 5 x H x W input; by default
-    :func:`add3d.distill.teacher_input.make_teacher_input` with ``depth_scale``.
+    :func:`add3d.distill.teacher_input.make_teacher_input` with the teacher's input spec
+    (``teacher.input_spec``, set by :func:`load_teacher` from its checkpoint).
     """
 
     def __init__(
@@ -46,7 +43,6 @@ class DistillationModule(nn.Module):
         student: nn.Module,
         teacher: nn.Module,
         cfg: DistillConfig | None = None,
-        depth_scale: float = 80.0,
         teacher_input: Callable[[dict], Tensor] | None = None,
     ):
         super().__init__()
@@ -55,7 +51,8 @@ class DistillationModule(nn.Module):
         self.cfg = cfg
         self.detector = student
         self.teacher = freeze(teacher)
-        self.teacher_input = teacher_input or _default_teacher_input(depth_scale)
+        spec = getattr(teacher, "input_spec", None) or InputSpec(kind="rgbd")
+        self.teacher_input = teacher_input or (lambda batch: make_teacher_input(batch, spec))
         student_channels = int(student.feature_channels)
         teacher_channels = int(teacher.feature_channels)
 
@@ -213,4 +210,4 @@ def build_distillation_module(model_cfg: Any, distill_cfg: Any = None, teacher_c
         raise Add3dError("ADD needs a trained teacher: pass teacher.checkpoint=PATH (a teacher run's checkpoint)")
     student = build_detector(model_cfg)
     teacher = load_teacher(model_cfg, teacher_cfg.checkpoint)
-    return DistillationModule(student, teacher, distill_cfg, depth_scale=teacher_cfg.depth_scale)
+    return DistillationModule(student, teacher, distill_cfg)

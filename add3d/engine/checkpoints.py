@@ -4,7 +4,8 @@ Layout (docs/DESIGN.md): ``model`` is the deployable detector's state dict -- wh
 ``predict`` and a distillation teacher load. The rest restores a run exactly: ``optimizer``,
 ``scheduler``, ``scaler`` (AMP), ``epoch`` (completed epochs), ``step_in_epoch`` (batches done in
 the current epoch, for mid-epoch checkpoints), ``global_step``, ``rng``, ``best_metric``, and
-``module_extra``: trainable state of the training module outside the detector (e.g. ADD's adapters).
+``module_extra``: trainable state of the training module outside the detector (e.g. ADD's adapters),
+and ``input_spec``: the input the model was trained on (add3d.distill.teacher_input.InputSpec).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from add3d.distill.teacher_input import InputSpec, check_input_spec
 from add3d.errors import Add3dError, DataFormatError
 from add3d.fileio import atomic_save
 
@@ -41,9 +43,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The detector weights of a checkpoint; a bare state dict is accepted too."""
-    state = load_checkpoint(path)
+def _model_state(state: dict, path: str | Path) -> dict[str, torch.Tensor]:
     if isinstance(state.get("model"), dict):
         return state["model"]
     if state and all(isinstance(value, torch.Tensor) for value in state.values()):
@@ -51,9 +51,22 @@ def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
     raise DataFormatError(path, "no 'model' state dict in this checkpoint")
 
 
-def load_detector_weights(detector: torch.nn.Module, path: str | Path) -> dict:
-    """Load a checkpoint's detector weights strictly; a mismatch names the file and the first keys."""
-    state = read_model_state(path)
+def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The detector weights of a checkpoint; a bare state dict is accepted too."""
+    return _model_state(load_checkpoint(path), path)
+
+
+def load_detector_weights(detector: torch.nn.Module, path: str | Path, expected_spec: InputSpec | None = None) -> InputSpec:
+    """Load a checkpoint's detector weights strictly and return the input spec it was trained on.
+
+    The spec is the checkpoint's ``input_spec`` (``expected_spec``, the config's, must agree with
+    it: :func:`add3d.distill.teacher_input.check_input_spec`); checkpoints written before specs were
+    stored get ``expected_spec``. A weight mismatch names the file and the first keys.
+    """
+    checkpoint = load_checkpoint(path)
+    expected_spec = expected_spec or InputSpec(kind="rgbd" if getattr(detector, "in_channels", 3) == 5 else "rgb")
+    spec = check_input_spec(expected_spec, checkpoint.get("input_spec") if "model" in checkpoint else None, str(path))
+    state = _model_state(checkpoint, path)
     try:
         result = detector.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches, e.g. a 5-channel teacher into an RGB model
@@ -68,7 +81,7 @@ def load_detector_weights(detector: torch.nn.Module, path: str | Path) -> dict:
             f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); "
             "check the config's model section (name, backbone, in_channels, num_classes)"
         )
-    return state
+    return spec
 
 
 def module_extra_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

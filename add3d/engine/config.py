@@ -48,8 +48,7 @@ class ScheduleConfig:
 class TrainConfig:
     epochs: int = 140
     batch_size: int = 16  # GLOBAL batch, split evenly over DDP processes
-    workers: int = 4  # data-loader processes per training process (persistent, 1 BLAS/OpenCV thread each)
-    prefetch_factor: int = 2  # batches each worker prepares ahead
+    workers: int = 4  # data-loader processes per training process
     seed: int = 444
     amp: bool = True  # mixed precision; only ever used on CUDA
     grad_clip: float | None = None  # max gradient L2 norm; null = no clipping
@@ -204,11 +203,12 @@ def validate_config(config: Config, source: str = "<config>") -> None:
                 raise Add3dError("distillation feeds the teacher depth: set data.depth_source (lidar | object | dense)")
         if getattr(config.model, "in_channels", 3) == 5 and not config.data.depth_source:
             raise Add3dError("model.in_channels 5 (a depth teacher) needs data.depth_source (lidar | object | dense)")
+        if config.data.depth_jitter > 0 and (getattr(config.model, "in_channels", 3) != 5 or config.distill is not None):
+            raise Add3dError("data.depth_jitter scales depth targets with the image unchanged: only for depth teachers "
+                             "(model.in_channels 5, no distill section)")
         train = config.train
         if train.epochs < 1 or train.batch_size < 1 or train.workers < 0:
             raise Add3dError("train.epochs and train.batch_size must be >= 1, train.workers >= 0")
-        if train.prefetch_factor < 1:
-            raise Add3dError(f"train.prefetch_factor must be >= 1, got {train.prefetch_factor}")
         if train.threads is not None and train.threads < 1:
             raise Add3dError(f"train.threads must be >= 1 or null, got {train.threads}")
         if train.grad_clip is not None and train.grad_clip <= 0:

@@ -18,9 +18,10 @@ from tqdm import tqdm
 from add3d.data.kitti import Object3D, write_label
 from add3d.data.loader import build_loader
 from add3d.data.mono_dataset import MonoDataset, batch_to_device, build_mono_dataset, collate_batch, encode_sample
+from add3d.distill.teacher_input import InputSpec, detector_input
 from add3d.engine.checkpoints import load_checkpoint, load_detector_weights
 from add3d.engine.config import Config, config_from_dict, load_config, parse_metric_name
-from add3d.engine.modules import detector_input, input_kind
+from add3d.engine.modules import input_spec_from_config
 from add3d.errors import Add3dError
 from add3d.evaluation.kitti_eval import evaluate
 from add3d.fileio import atomic_path
@@ -48,12 +49,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> torch.nn.Module:
-    """The configured detector with the checkpoint's weights, on ``device``, in eval mode."""
+    """The configured detector with the checkpoint's weights, on ``device``, in eval mode.
+
+    ``detector.input_spec`` is the input the checkpoint was trained on (the config must agree).
+    """
     model_cfg = cfg.model
     if getattr(model_cfg, "pretrained", None):
         model_cfg = dataclasses.replace(model_cfg, pretrained=None)  # the checkpoint has all the weights
     detector = build_detector(model_cfg)
-    load_detector_weights(detector, checkpoint)
+    detector.input_spec = load_detector_weights(detector, checkpoint, input_spec_from_config(cfg))
     return detector.to(device).eval()
 
 
@@ -62,11 +66,11 @@ def predict_split(cfg: Config, checkpoint: str | Path, split: str, batch_size: i
     """(dataset, detections by frame id) of a split."""
     set_threads(cfg.train.threads)
     device = resolve_device(device_name or cfg.train.device)
-    dataset = build_mono_dataset(cfg.data, split, augment=False, with_depth=input_kind(cfg.model) == "rgbd")
-    loader = build_loader(dataset, batch_size or cfg.train.batch_size, cfg.train.workers)
     detector = load_detector(cfg, checkpoint, device)
-    predictions = predict_loader(detector, loader, device, input_kind(cfg.model), cfg.teacher.depth_scale,
-                                 cfg.model.score_threshold, description=f"predict {split}")
+    dataset = build_mono_dataset(cfg.data, split, augment=False, with_depth=detector.input_spec.kind == "rgbd")
+    loader = build_loader(dataset, batch_size or cfg.train.batch_size, cfg.train.workers)
+    predictions = predict_loader(detector, loader, device, detector.input_spec, cfg.model.score_threshold,
+                                 description=f"predict {split}")
     return dataset, predictions
 
 
@@ -80,8 +84,8 @@ def predict_config(checkpoint: str | Path, config: str | Path | None, overrides:
             raise Add3dError(f"{checkpoint}: no stored config; pass --config")
         stored = {**stored, "distill": None}  # an ADD student predicts as the plain detector
         cfg = config_from_dict(stored, f"{checkpoint} (stored config)", overrides)
-    if input_kind(cfg.model) != "rgb":
-        raise Add3dError("predict runs RGB detectors; this checkpoint is a depth teacher (model.in_channels 5)")
+    if input_spec_from_config(cfg).kind != "rgb":
+        raise Add3dError(f"{checkpoint}: predict runs RGB detectors; this config is a depth teacher's (model.in_channels 5)")
     return cfg
 
 
@@ -90,7 +94,7 @@ def predict_image(detector: torch.nn.Module, frame_id: str, image: np.ndarray, c
                   device: torch.device, score_threshold: float | None) -> list[Object3D]:
     """Detections of an RGB detector on one image (original-image coordinates)."""
     batch = batch_to_device(collate_batch([encode_sample(frame_id, image, calib, cfg.data)]), device)
-    outputs = detector(detector_input(batch, "rgb"), None, meta=batch["meta"])
+    outputs = detector(detector_input(batch, InputSpec()), None, meta=batch["meta"])
     return list(detector.decode(outputs, batch["meta"], score_threshold=score_threshold)[0])
 
 
@@ -99,20 +103,25 @@ def predict_loader(
     detector: torch.nn.Module,
     loader,
     device: torch.device,
-    input_kind: str = "rgb",
-    depth_scale: float = 80.0,
+    spec: InputSpec = InputSpec(),
     score_threshold: float | None = None,
     progress: bool = True,
     description: str = "predict",
+    transform=None,
 ) -> dict[str, list[Object3D]]:
-    """Detections (original-image coordinates) for every frame of ``loader``, by frame id."""
+    """Detections (original-image coordinates) for every frame of ``loader``, by frame id.
+
+    ``transform`` (batch -> batch) edits each batch before the model sees it (e.g. the depth probes).
+    """
     was_training = detector.training
     detector.eval()
     predictions: dict[str, list[Object3D]] = {}
     try:
         for batch in tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
             batch = batch_to_device(batch, device)
-            outputs = detector(detector_input(batch, input_kind, depth_scale), None, meta=batch["meta"])
+            if transform is not None:
+                batch = transform(batch)
+            outputs = detector(detector_input(batch, spec), None, meta=batch["meta"])
             detections = detector.decode(outputs, batch["meta"], score_threshold=score_threshold)
             for frame_id, objects in zip(batch["meta"]["frame_id"], detections):
                 predictions[frame_id] = list(objects)

@@ -55,8 +55,9 @@ from add3d.engine.inference import (
     resolve_device,
     set_threads,
 )
-from add3d.engine.modules import DetectorModule, input_kind
+from add3d.engine.modules import DetectorModule, input_spec_from_config, teacher_input_spec
 from add3d.engine.optim import build_optimizer, build_scheduler
+from add3d.engine.probes import depth_probes, format_probes
 from add3d.engine.seed import capture_rng_state, restore_rng_state, seed_everything
 from add3d.errors import Add3dError
 from add3d.fileio import atomic_write_text
@@ -81,7 +82,7 @@ def build_detector_from_config(cfg: Config) -> torch.nn.Module:
     detector = build_detector(cfg.model)
     if cfg.train.init_checkpoint:
         state = read_model_state(cfg.train.init_checkpoint)
-        if input_kind(cfg.model) == "rgbd" and _first_conv_channels(state) == 3:
+        if input_spec_from_config(cfg).kind == "rgbd" and _first_conv_channels(state) == 3:
             init_teacher_from_rgb(detector, state)  # RGB weights, extra depth channels start at zero
         else:
             load_detector_weights(detector, cfg.train.init_checkpoint)
@@ -99,9 +100,9 @@ def build_training_module(cfg: Config, detector: torch.nn.Module | None = None) 
     """``DetectorModule`` for baselines / teachers, ADD's ``DistillationModule`` when ``cfg.distill`` is set."""
     detector = detector if detector is not None else build_detector_from_config(cfg)
     if cfg.distill is not None:
-        teacher = load_teacher(cfg.model, cfg.teacher.checkpoint)
-        return DistillationModule(detector, teacher, cfg.distill, depth_scale=cfg.teacher.depth_scale)
-    return DetectorModule(detector, input_kind(cfg.model), cfg.teacher.depth_scale)
+        teacher = load_teacher(cfg.model, cfg.teacher.checkpoint, teacher_input_spec(cfg))
+        return DistillationModule(detector, teacher, cfg.distill)
+    return DetectorModule(detector, input_spec_from_config(cfg))
 
 
 def checkpoint_state(module, optimizer, scheduler, scaler, state: TrainState, cfg: Config) -> dict:
@@ -117,6 +118,7 @@ def checkpoint_state(module, optimizer, scheduler, scaler, state: TrainState, cf
         "best_metric": state.best_metric,
         "rng": capture_rng_state(),
         "config": config_to_dict(cfg),
+        "input_spec": input_spec_from_config(cfg).to_dict(),  # what eval / predict / export feed the model
     }
 
 
@@ -165,13 +167,16 @@ def train_step(model, batch, optimizer, scaler, cfg: Config, ctx: DistributedCon
     return values[0], dict(zip(names, values[1:]))
 
 
-def validate(detector, loader, dataset: MonoDataset, ground_truth: dict, device, cfg: Config) -> dict:
-    predictions = predict_loader(
-        detector, loader, device, input_kind(cfg.model), cfg.teacher.depth_scale, cfg.model.score_threshold,
-        description="validate",
-    )
-    return evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap,
-                                cfg.train.eval_box2d_scale)
+def validate(detector, loader, dataset: MonoDataset, ground_truth: dict, device, cfg: Config,
+             perturb: bool = False) -> tuple[dict, dict]:
+    """(KITTI metrics, depth probes). ``perturb``: also the depth-input probes (two more passes, RGB+depth only)."""
+    spec = input_spec_from_config(cfg)
+    predictions = predict_loader(detector, loader, device, spec, cfg.model.score_threshold, description="validate")
+    results = evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap,
+                                   cfg.train.eval_box2d_scale)
+    probes = depth_probes(detector, loader, ground_truth, spec, device, cfg.model.score_threshold,
+                          predictions=predictions, perturb=perturb and spec.kind == "rgbd")
+    return results, probes
 
 
 class JsonLog:
@@ -226,8 +231,7 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
     batch_size = per_process_batch_size(cfg.train.batch_size, ctx)
     train_set = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=cfg.train.seed)
     sampler = ResumableDistributedSampler(train_set, ctx, shuffle=True, seed=cfg.train.seed, drop_last=True)
-    train_loader = build_loader(train_set, batch_size, cfg.train.workers, sampler, cfg.train.seed,
-                                 cfg.train.prefetch_factor)
+    train_loader = build_loader(train_set, batch_size, cfg.train.workers, sampler, cfg.train.seed)
     steps_per_epoch = len(sampler) // batch_size
     if steps_per_epoch == 0:
         raise Add3dError(
@@ -238,8 +242,8 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
     if validating:
         # Validation runs the deployable detector: depth maps only if it is a depth teacher.
         val_set = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False,
-                                     with_depth=input_kind(cfg.model) == "rgbd")
-        val_loader = build_loader(val_set, batch_size, cfg.train.workers, prefetch_factor=cfg.train.prefetch_factor)
+                                     with_depth=input_spec_from_config(cfg).kind == "rgbd")
+        val_loader = build_loader(val_set, batch_size, cfg.train.workers)
         ground_truth = {frame_id: val_set.ground_truth(i) for i, frame_id in enumerate(val_set.ids)}
 
     # Model, optimizer, schedule, AMP.
@@ -267,6 +271,7 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
             save_checkpoint(out_dir / name, checkpoint_state(model, optimizer, scheduler, scaler, state, cfg))
 
     last_metrics: dict = {}
+    last_probes: dict = {}
     for epoch in range(state.epoch, cfg.train.epochs):
         train_set.set_epoch(epoch)
         sampler.set_epoch(epoch, start_index=state.step_in_epoch * batch_size)
@@ -317,15 +322,18 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
 
         final = state.epoch == cfg.train.epochs
         if validating and (final or (cfg.train.eval_every > 0 and state.epoch % cfg.train.eval_every == 0)):
-            results = validate(detector, val_loader, val_set, ground_truth, device, cfg)
+            # The depth-input probes cost two more passes: only at the end of the run.
+            results, probes = validate(detector, val_loader, val_set, ground_truth, device, cfg, perturb=final)
             last_metrics = flat_metrics(results)
+            last_probes = probes
             value = metric_value(results, cfg.train.best_metric)
-            log.write(kind="val", epoch=epoch, metric=cfg.train.best_metric, value=value, metrics=last_metrics)
+            log.write(kind="val", epoch=epoch, metric=cfg.train.best_metric, value=value, metrics=last_metrics,
+                      probes=probes)
             if writer is not None:
                 for name, number in last_metrics.items():
                     if "/R40/" in name:
                         writer.add_scalar(f"val/{name}", number, state.epoch)
-            print(f"epoch {state.epoch}: {cfg.train.best_metric} = {value:.2f}")
+            print(f"epoch {state.epoch}: {cfg.train.best_metric} = {value:.2f}; {format_probes(probes)}")
             if value > state.best_metric:
                 state.best_metric = value
                 save(BEST_CHECKPOINT)
@@ -335,7 +343,7 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
     if writer is not None:
         writer.close()
     summary = {"out_dir": str(out_dir), "best_metric": state.best_metric, "best_metric_name": cfg.train.best_metric,
-               "last_metrics": last_metrics, "epochs": state.epoch, "steps": state.global_step, "rank": ctx.rank}
+               "last_metrics": last_metrics, "last_probes": last_probes, "epochs": state.epoch, "steps": state.global_step, "rank": ctx.rank}
     if ctx.is_main:
         atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2, default=float))
     return summary

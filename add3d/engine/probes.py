@@ -1,0 +1,128 @@
+"""Does a model read its depth input? Depth probes on matched detections (any detector).
+
+A detection is matched to a ground-truth object of the same class when their 2D boxes overlap by
+IoU >= 0.5 (greedy, highest IoU first, each box used once). On the matched pairs:
+
+- ``depth_mae_m`` / ``depth_median_m`` / ``within_1m``: the error of the predicted object depth
+  (``location`` z) against the label's, and the share of objects within 1 m; ``depth_median_rel``:
+  the median of |error| / true depth.
+- ``sensitivity`` (RGB+depth models): every depth-map value times 1.2, i.e. every LiDAR point moved
+  1.2x farther along its camera ray (a point on the ray keeps its pixel). A model that reads the
+  depth input predicts depths 1.2x larger: the median over objects matched in both runs of
+  ``(z_scaled / z - 1) / 0.2`` is ~1; a model that ignores it (an RGB network) gives 0.
+- ``zeroed_depth_mae_m`` (RGB+depth models): the MAE with the depth input removed (every pixel unknown).
+
+Printed by the trainer's validation for RGB+depth models, by ``benchmarks/add_diagnostics.py`` and in
+the demo report.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from add3d.data.kitti import Object3D
+from add3d.distill.teacher_input import InputSpec
+from add3d.engine.inference import predict_loader
+from add3d.geometry.boxes import box2d_iou
+
+PROBE_GAIN = 1.2
+MIN_IOU = 0.5
+Pair = tuple[float, float]  # (true depth, predicted depth)
+
+
+def match_depths(ground_truth: dict[str, list[Object3D]], predictions: dict[str, list[Object3D]],
+                 classes: tuple[str, ...] = ("Car",), min_iou: float = MIN_IOU) -> dict[tuple[str, int], Pair]:
+    """(frame id, label index) -> (true depth, predicted depth) for every matched labelled object."""
+    matches: dict[tuple[str, int], Pair] = {}
+    for frame_id, labels in ground_truth.items():
+        detections = predictions.get(frame_id, [])
+        for cls in classes:
+            truth = [(i, o) for i, o in enumerate(labels) if o.cls_type == cls]
+            found = [o for o in detections if o.cls_type == cls]
+            if not truth or not found:
+                continue
+            iou = box2d_iou(np.stack([o.box2d for _, o in truth]), np.stack([o.box2d for o in found]))
+            pairs = sorted(((iou[a, b], a, b) for a, b in zip(*np.nonzero(iou >= min_iou))), reverse=True)
+            used_truth, used_found = set(), set()
+            for _, a, b in pairs:
+                if a in used_truth or b in used_found:
+                    continue
+                used_truth.add(a)
+                used_found.add(b)
+                index, label = truth[a]
+                matches[(frame_id, index)] = (float(label.location[2]), float(found[b].location[2]))
+    return matches
+
+
+def depth_errors(matches: dict[tuple[str, int], Pair]) -> dict[str, float | int]:
+    """MAE / median / share within 1 m / median relative error of matched depths."""
+    if not matches:
+        return {"matched": 0, "depth_mae_m": float("nan"), "depth_median_m": float("nan"),
+                "within_1m": float("nan"), "depth_median_rel": float("nan")}
+    truth, predicted = np.array(list(matches.values())).T
+    error = np.abs(predicted - truth)
+    return {
+        "matched": int(len(error)),
+        "depth_mae_m": round(float(error.mean()), 3),
+        "depth_median_m": round(float(np.median(error)), 3),
+        "within_1m": round(float((error <= 1.0).mean()), 3),
+        "depth_median_rel": round(float(np.median(error / np.maximum(truth, 1e-3))), 4),
+    }
+
+
+def sensitivity(base: dict[tuple[str, int], Pair], scaled: dict[tuple[str, int], Pair], gain: float = PROBE_GAIN) -> float:
+    """Median of (z_scaled / z - 1) / (gain - 1) over objects matched in both runs (nan if none)."""
+    common = [key for key in base if key in scaled and base[key][1] > 0]
+    if not common:
+        return float("nan")
+    ratios = np.array([scaled[key][1] / base[key][1] for key in common])
+    return round(float(np.median((ratios - 1.0) / (gain - 1.0))), 3)
+
+
+def scale_depth_input(gain: float) -> Callable[[dict], dict]:
+    """Batch transform: every depth value times ``gain`` (validity unchanged)."""
+    def transform(batch: dict) -> dict:
+        return {**batch, "depth": batch["depth"] * gain} if "depth" in batch else batch
+    return transform
+
+
+def zero_depth_input(batch: dict) -> dict:
+    """Batch transform: no depth anywhere (every pixel unknown)."""
+    if "depth" not in batch:
+        return batch
+    return {**batch, "depth": batch["depth"] * 0, "depth_valid": batch["depth_valid"] * 0}
+
+
+def depth_probes(detector, loader, ground_truth: dict[str, list[Object3D]], spec: InputSpec, device,
+                 score_threshold: float | None = None, classes: tuple[str, ...] = ("Car",),
+                 predictions: dict[str, list[Object3D]] | None = None, perturb: bool | None = None,
+                 progress: bool = False) -> dict:
+    """The probes of this module for one model; ``predictions`` reuses a pass already made (validation).
+
+    ``perturb`` (default: only for RGB+depth inputs) runs the two extra passes (depth x1.2, no depth).
+    """
+    def run(transform=None, name="probe"):
+        return predict_loader(detector, loader, device, spec, score_threshold, progress=progress,
+                              description=name, transform=transform)
+
+    base = match_depths(ground_truth, predictions if predictions is not None else run(), classes)
+    report: dict = {"classes": list(classes), **depth_errors(base)}
+    if perturb if perturb is not None else spec.kind == "rgbd":
+        scaled = match_depths(ground_truth, run(scale_depth_input(PROBE_GAIN), "probe depth x1.2"), classes)
+        report["sensitivity"] = sensitivity(base, scaled)
+        zeroed = depth_errors(match_depths(ground_truth, run(zero_depth_input, "probe no depth"), classes))
+        report["zeroed_depth_mae_m"] = zeroed["depth_mae_m"]
+        report["zeroed_matched"] = zeroed["matched"]
+    return report
+
+
+def format_probes(report: dict) -> str:
+    """One line for logs and reports."""
+    text = (f"{'/'.join(report['classes'])} matched {report['matched']}: depth MAE {report['depth_mae_m']:.2f} m, "
+            f"median {report['depth_median_m']:.2f} m, within 1 m {report['within_1m']:.0%}, "
+            f"median relative {report['depth_median_rel']:.3f}")
+    if "sensitivity" in report:
+        text += f"; sensitivity to depth x1.2 {report['sensitivity']:.2f}; MAE with depth zeroed {report['zeroed_depth_mae_m']:.2f} m"
+    return text
