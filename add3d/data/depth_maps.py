@@ -51,11 +51,17 @@ def lidar_depth_map(points: np.ndarray, calib: Calibration, image_size: tuple[in
     ``image_size`` is (width, height). A point lands in the pixel whose area contains it.
     """
     width, height = image_size
-    uv, depth = calib.velo_to_image(points[:, :3])
-    cols = np.floor(uv[:, 0]).astype(np.int64)
-    rows = np.floor(uv[:, 1]).astype(np.int64)
-    keep = (depth > min_depth) & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
-    cols, rows, depth = cols[keep], rows[keep], depth[keep]
+    # Project only the points in front of the camera (on a 360-degree scan, about half of them);
+    # the comparisons on continuous coordinates equal those on their floors, so only the pixels
+    # that are kept are converted to integers.
+    rect = calib.velo_to_rect(points)
+    front = rect[:, 2] > min_depth
+    uv, depth = calib.rect_to_image(rect[front])
+    u, v = uv[:, 0], uv[:, 1]
+    keep = (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    cols = u[keep].astype(np.int64)  # >= 0, so truncation is the floor
+    rows = v[keep].astype(np.int64)
+    depth = depth[keep]
     # Write far to near so the nearest point of each pixel is written last and wins.
     order = np.argsort(-depth, kind="stable")
     out = np.zeros((height, width), dtype=np.float32)

@@ -1,16 +1,74 @@
-"""The DataLoader over a :class:`~add3d.data.mono_dataset.MonoDataset`, shared by training and evaluation."""
+"""The DataLoader of training, validation and evaluation: thread caps, persistent workers, pinning.
+
+Native thread pools: numpy's OpenBLAS and OpenCV each start one thread per core in every process.
+The per-sample work (4x4 projections of ~100k LiDAR points, one warp per map) is far too small to
+share, so on a many-core host N loader workers x (one thread per core) mostly spin and contend:
+a LiDAR sample took 68-77 ms of CPU with the default pools and ~7 ms with one thread. Every worker
+therefore caps BLAS and OpenCV to ``DATA_THREADS``; with ``workers=0`` the samples are computed in
+the training process, whose BLAS / OpenCV pools are capped the same way (torch's own intra-op
+threads, ``train.threads``, are not touched: torch's MKL and OpenMP are separate libraries).
+
+Persistent workers keep their copy of the dataset for the whole run, so the epoch whose
+augmentation a sample draws travels with its index (:class:`EpochIndexSampler`) instead of through
+``dataset.set_epoch`` in the main process, which a persistent worker would never see.
+"""
 
 from __future__ import annotations
 
+import cv2
 import torch
-from torch.utils.data import DataLoader
+from threadpoolctl import threadpool_limits
+from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
 from add3d.data.mono_dataset import MonoDataset, collate_batch
 
+DATA_THREADS = 1  # BLAS / OpenCV threads per process that computes samples
 
-def build_loader(dataset: MonoDataset, batch_size: int, workers: int, sampler=None, seed: int = 0) -> DataLoader:
-    """Batches of ``dataset`` in ``sampler`` order (default: dataset order); full batches only with a sampler."""
-    # A private generator: creating the iterator then never consumes the global torch RNG.
+
+def limit_data_threads(threads: int = DATA_THREADS) -> None:
+    """Cap the BLAS (numpy, OpenCV's bundled OpenBLAS) and OpenCV thread pools of this process."""
+    threadpool_limits(limits=threads, user_api="blas")
+    cv2.setNumThreads(threads)
+
+
+def init_worker(worker_id: int) -> None:
+    """``worker_init_fn``: one BLAS / OpenCV thread per loader worker (torch already uses one)."""
+    limit_data_threads()
+
+
+class EpochIndexSampler(Sampler):
+    """Yields ``(epoch, index)``: ``sampler``'s indices tagged with ``dataset.epoch`` as it was when
+    the iterator was created (that is, after the trainer's ``set_epoch``)."""
+
+    def __init__(self, sampler: Sampler, dataset: MonoDataset):
+        self.sampler = sampler
+        self.dataset = dataset
+
+    def __iter__(self):
+        epoch = self.dataset.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def build_loader(
+    dataset: MonoDataset,
+    batch_size: int,
+    workers: int,
+    sampler: Sampler | None = None,
+    seed: int = 0,
+    prefetch_factor: int = 2,
+) -> DataLoader:
+    """Batches of ``dataset`` in ``sampler``'s order (default: sequential, last partial batch kept).
+
+    With a sampler (training) incomplete last batches are dropped. Workers persist across epochs;
+    batches are pinned when CUDA is available so host-to-device copies can overlap compute.
+    """
+    if workers == 0:
+        limit_data_threads()
+    drop_last = sampler is not None
+    sampler = EpochIndexSampler(sampler if sampler is not None else SequentialSampler(dataset), dataset)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -18,7 +76,11 @@ def build_loader(dataset: MonoDataset, batch_size: int, workers: int, sampler=No
         shuffle=False,
         num_workers=workers,
         collate_fn=collate_batch,
-        drop_last=sampler is not None,
+        drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=init_worker if workers > 0 else None,
+        persistent_workers=workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+        # A private generator: creating the iterator then never consumes the global torch RNG.
         generator=torch.Generator().manual_seed(seed),
     )

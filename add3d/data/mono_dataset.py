@@ -148,19 +148,22 @@ class MonoDataset(torch.utils.data.Dataset):
             return None
         return fill_sparse_depth(depth, self.cfg.depth_fill)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        """Sample ``index`` of the current epoch, or of ``epoch`` for an ``(epoch, index)`` pair
+        (what :class:`add3d.data.loader.EpochIndexSampler` yields to persistent workers)."""
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         try:
-            return self._load(index)
+            return self._load(index, epoch)
         except Add3dError as error:
             # Plain Add3dError: DataLoader workers re-create exceptions from a single message.
             raise Add3dError(str(error)) from None
 
-    def _load(self, index: int) -> dict:
+    def _load(self, index: int, epoch: int) -> dict:
         frame = self.frames[index]
         params = AugmentationParams()
         if self.augment:
             params = sample_augmentation(
-                sample_generator(self.seed, self.epoch, index),
+                sample_generator(self.seed, epoch, index),
                 (frame.image.shape[1], frame.image.shape[0]),
                 self.cfg.random_flip,
                 self.cfg.random_crop,

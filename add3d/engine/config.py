@@ -48,7 +48,8 @@ class ScheduleConfig:
 class TrainConfig:
     epochs: int = 140
     batch_size: int = 16  # GLOBAL batch, split evenly over DDP processes
-    workers: int = 4  # data-loader processes per training process
+    workers: int = 4  # data-loader processes per training process (persistent, 1 BLAS/OpenCV thread each)
+    prefetch_factor: int = 2  # batches each worker prepares ahead
     seed: int = 444
     amp: bool = True  # mixed precision; only ever used on CUDA
     grad_clip: float | None = None  # max gradient L2 norm; null = no clipping
@@ -209,6 +210,8 @@ def validate_config(config: Config, source: str = "<config>") -> None:
         train = config.train
         if train.epochs < 1 or train.batch_size < 1 or train.workers < 0:
             raise Add3dError("train.epochs and train.batch_size must be >= 1, train.workers >= 0")
+        if train.prefetch_factor < 1:
+            raise Add3dError(f"train.prefetch_factor must be >= 1, got {train.prefetch_factor}")
         if train.threads is not None and train.threads < 1:
             raise Add3dError(f"train.threads must be >= 1 or null, got {train.threads}")
         if train.grad_clip is not None and train.grad_clip <= 0:

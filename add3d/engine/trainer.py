@@ -231,7 +231,8 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
     batch_size = per_process_batch_size(cfg.train.batch_size, ctx)
     train_set = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=cfg.train.seed)
     sampler = ResumableDistributedSampler(train_set, ctx, shuffle=True, seed=cfg.train.seed, drop_last=True)
-    train_loader = build_loader(train_set, batch_size, cfg.train.workers, sampler, cfg.train.seed)
+    train_loader = build_loader(train_set, batch_size, cfg.train.workers, sampler, cfg.train.seed,
+                                 cfg.train.prefetch_factor)
     steps_per_epoch = len(sampler) // batch_size
     if steps_per_epoch == 0:
         raise Add3dError(
@@ -243,7 +244,7 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
         # Validation runs the deployable detector: depth maps only if it is a depth teacher.
         val_set = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False,
                                      with_depth=input_spec_from_config(cfg).kind == "rgbd")
-        val_loader = build_loader(val_set, batch_size, cfg.train.workers)
+        val_loader = build_loader(val_set, batch_size, cfg.train.workers, prefetch_factor=cfg.train.prefetch_factor)
         ground_truth = {frame_id: val_set.ground_truth(i) for i, frame_id in enumerate(val_set.ids)}
 
     # Model, optimizer, schedule, AMP.

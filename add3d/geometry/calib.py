@@ -17,7 +17,11 @@ from add3d.errors import Add3dError
 
 
 def _to_hom(points: np.ndarray) -> np.ndarray:
-    return np.concatenate([points, np.ones((points.shape[0], 1), dtype=points.dtype)], axis=1)
+    """(N,3) points -> (N,4) float64 [x, y, z, 1], in one allocation (no intermediate float64 copy)."""
+    out = np.empty((points.shape[0], 4), dtype=np.float64)
+    out[:, :3] = points[:, :3]
+    out[:, 3] = 1.0
+    return out
 
 
 def _pad4(matrix: np.ndarray) -> np.ndarray:
@@ -106,20 +110,20 @@ class Calibration:
     def velo_to_rect(self, points: np.ndarray) -> np.ndarray:
         """(N,3) LiDAR points -> (N,3) rect-frame points."""
         transform = _pad4(self.R0_rect) @ _pad4(self.Tr_velo_to_cam)
-        return (_to_hom(np.asarray(points[:, :3], dtype=np.float64)) @ transform.T)[:, :3]
+        return (_to_hom(points) @ transform.T)[:, :3]
 
     def rect_to_velo(self, points: np.ndarray) -> np.ndarray:
         transform = np.linalg.inv(_pad4(self.R0_rect) @ _pad4(self.Tr_velo_to_cam))
-        return (_to_hom(np.asarray(points, dtype=np.float64)) @ transform.T)[:, :3]
+        return (_to_hom(np.asarray(points)) @ transform.T)[:, :3]
 
     # ----- rect <-> image -----------------------------------------------------------------------
     def rect_to_image(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N,3) rect points -> ((N,2) pixel coordinates, (N,) depth = rect z)."""
-        points = np.asarray(points, dtype=np.float64)
+        points = np.asarray(points)
         projected = _to_hom(points) @ self.P2.T
         with np.errstate(divide="ignore", invalid="ignore"):
             uv = projected[:, :2] / projected[:, 2:3]
-        return uv, points[:, 2].copy()
+        return uv, np.array(points[:, 2], dtype=np.float64)
 
     def velo_to_image(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.rect_to_image(self.velo_to_rect(points))
