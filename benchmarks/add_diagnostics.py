@@ -36,7 +36,8 @@ from add3d.data.loader import build_loader
 from add3d.engine.modules import detector_input
 from add3d.engine.probes import depth_probes
 from add3d.engine.trainer import build_training_module
-from add3d.models.decode import depth_from_logit, gather_feature
+from add3d.geometry.tensor_geometry import gather_at_indices
+from add3d.models.decode import depth_from_logit
 
 
 def load_run(run: Path, max_frames: int):
@@ -59,7 +60,7 @@ def object_errors(run: Path, max_frames: int) -> dict:
         targets = batch["targets"]
         outputs = detector(detector_input(batch, detector.input_spec), None, meta=batch["meta"])
         mask = targets["mask_3d"] > 0
-        depth = depth_from_logit(gather_feature(outputs["depth"], targets["indices"])[..., 0])
+        depth = depth_from_logit(gather_at_indices(outputs["depth"], targets["indices"])[..., 0])
         truth = targets["depth"][..., 0]
         abs_error += (depth - truth).abs()[mask].sum().item()
         rel_error += ((depth - truth).abs() / truth.clamp(min=1e-3))[mask].sum().item()

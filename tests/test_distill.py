@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from add3d.distill import losses
-from add3d.distill.attention import TargetCrossAttention, gather_at_indices
+from add3d.distill.attention import TargetCrossAttention
+from add3d.geometry.tensor_geometry import gather_at_indices
 from add3d.distill.config import DistillConfig
 from add3d.distill.config import TeacherConfig
 from add3d.distill.teacher_input import InputSpec, make_teacher_input

@@ -131,3 +131,62 @@ def test_depth_maps_nearest_wins_and_surface_depth() -> None:
     assert painted[50, 50] == pytest.approx(9.0, abs=1e-5)  # front face of the near box, z = 10 - 1
     assert painted[50, 85] == pytest.approx(19.0, abs=1e-5)  # the far box beside it
     assert painted[2, 2] == 0.0
+
+
+def test_tensor_geometry_back_projection_broadcasts_and_inverts_the_projection() -> None:
+    import torch
+
+    from add3d.geometry.tensor_geometry import back_project
+
+    P2 = np.array([[721.5377, 0.0, 609.5593, 44.85728], [0.0, 721.5377, 172.854, 0.2163791], [0.0, 0.0, 1.0, 0.002745884]])
+    calib = Calibration.from_P2(P2)
+    points = np.array([[-3.0, 1.2, 18.0], [5.0, -0.5, 42.0], [0.1, 1.6, 4.0]])
+    uv, depth = calib.rect_to_image(points)
+    cameras = torch.tensor(np.stack([P2, P2]))  # B = 2
+    u = torch.tensor(np.stack([uv[:, 0]] * 2))
+    v = torch.tensor(np.stack([uv[:, 1]] * 2))
+    per_point = back_project(cameras, u, v, torch.tensor(np.stack([depth] * 2)))
+    assert per_point.shape == (2, 3, 3) and per_point.dtype == torch.float64
+    np.testing.assert_allclose(per_point[1].numpy(), points, atol=1e-9)
+    # Pixels x depth bins: B x N x 1 pixels against D depths give B x N x D points on each ray.
+    bins = torch.tensor([4.0, 18.0, 42.0], dtype=torch.float32)
+    rays = back_project(cameras, u[..., None], v[..., None], bins)
+    assert rays.shape == (2, 3, 3, 3) and rays.dtype == torch.float32  # dtype of the depths
+    np.testing.assert_allclose(rays[0, 0, 1].double().numpy(), points[0], atol=1e-5)
+    reprojected, z = calib.rect_to_image(rays[0].reshape(-1, 3).double().numpy())
+    np.testing.assert_allclose(reprojected, np.repeat(uv, 3, axis=0), atol=1e-3)
+    np.testing.assert_allclose(z, np.tile(bins.numpy(), 3), atol=1e-5)
+
+
+def test_tensor_geometry_cells_gather_and_angles() -> None:
+    import math
+
+    import torch
+
+    from add3d.geometry.tensor_geometry import (
+        alpha_to_rotation_y,
+        cell_xy,
+        gather_at_indices,
+        ray_angle,
+        rotation_y_to_alpha,
+        wrap_angle,
+    )
+
+    indices = torch.tensor([[0, 7, 13]])
+    xs, ys = cell_xy(indices, 5)
+    assert xs.tolist() == [[0, 2, 3]] and ys.tolist() == [[0, 1, 2]]
+    feature_map = torch.arange(2 * 15, dtype=torch.float32).reshape(1, 2, 3, 5)
+    assert gather_at_indices(feature_map, indices).tolist() == [[[0.0, 15.0], [7.0, 22.0], [13.0, 28.0]]]
+    assert gather_at_indices(feature_map, torch.tensor([[99]])).tolist() == [[[14.0, 29.0]]]  # clamped
+
+    angles = torch.linspace(-20, 20, 401, dtype=torch.float64)
+    wrapped = wrap_angle(angles)
+    assert wrapped.min() >= -math.pi and wrapped.max() < math.pi
+    assert torch.allclose(torch.sin(wrapped), torch.sin(angles)) and torch.allclose(torch.cos(wrapped), torch.cos(angles))
+    # A car straight ahead (x = 0) has alpha = rotation_y; one on the right is seen turned.
+    ray = ray_angle(torch.tensor([0.0, 10.0]), torch.tensor([20.0, 10.0]))
+    assert torch.allclose(ray, torch.tensor([0.0, math.pi / 4]))
+    alpha = torch.tensor([0.5, 3.0])
+    rotation_y = alpha_to_rotation_y(alpha, ray)
+    assert torch.allclose(rotation_y, wrap_angle(alpha + ray))
+    assert torch.allclose(rotation_y_to_alpha(rotation_y, ray), alpha)

@@ -13,7 +13,8 @@ from add3d.data.kitti import Object3D, read_calib, read_label
 from add3d.errors import Add3dError
 from add3d.geometry.calib import Calibration
 from add3d.models import ModelConfig, build_detector
-from add3d.models.decode import back_project, gather_feature, top_k_peaks
+from add3d.geometry.tensor_geometry import back_project, gather_at_indices
+from add3d.models.decode import top_k_peaks
 from add3d.models.heading import decode_heading, encode_heading, heading_from_bin
 from add3d.models.pretrained import load_widened_state_dict
 
@@ -328,13 +329,13 @@ def test_shared_decoding_helpers():
     assert peaks["cls_ids"].tolist() == [[1, 0]] and peaks["indices"].tolist() == [[13, 6]]
     assert peaks["xs"].tolist() == [[3.0, 1.0]] and peaks["ys"].tolist() == [[2.0, 1.0]]
     assert top_k_peaks(heatmap, 100)["scores"].shape == (1, 40)
-    assert torch.equal(gather_feature(heatmap, torch.tensor([[13, 6]])), torch.tensor([[[0.0, 0.9], [0.7, 0.0]]]))
+    assert torch.equal(gather_at_indices(heatmap, torch.tensor([[13, 6]])), torch.tensor([[[0.0, 0.9], [0.7, 0.0]]]))
 
     calib = Calibration.from_P2(KITTI_P2)
     points = np.array([[-3.0, 1.2, 18.0], [5.0, -0.5, 42.0]])
     uv, depth = calib.rect_to_image(points)
     xyz = back_project(
-        torch.tensor(uv[None, :, 0]), torch.tensor(uv[None, :, 1]), torch.tensor(depth[None]), torch.tensor(KITTI_P2[None])
+        torch.tensor(KITTI_P2[None]), torch.tensor(uv[None, :, 0]), torch.tensor(uv[None, :, 1]), torch.tensor(depth[None])
     )
     np.testing.assert_allclose(xyz[0].numpy(), points, atol=1e-9)
 

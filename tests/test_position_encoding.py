@@ -6,13 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from add3d.distill.position_encoding import (
-    PositionEncoding3D,
-    backproject,
-    depth_bin_centres,
-    feature_cell_centres,
-)
+from add3d.distill.position_encoding import PositionEncoding3D, depth_bin_centres, feature_cell_centres
 from add3d.geometry.calib import Calibration
+from add3d.geometry.tensor_geometry import back_project
 
 # KITTI-like P2 with the usual non-zero baseline column (so the translation path is exercised).
 P2_KITTI_LIKE = np.array(
@@ -85,7 +81,7 @@ def test_real_kitti_calibration(kitti_mini):
     u = torch.tensor([[10.0, 600.5, 1270.0]], dtype=torch.float64)
     v = torch.tensor([[5.0, 190.0, 380.0]], dtype=torch.float64)
     depth = torch.tensor([2.0, 30.0], dtype=torch.float64)
-    points = backproject(torch.tensor(calib.P2)[None], u, v, depth)[0].reshape(-1, 3).numpy()
+    points = back_project(torch.tensor(calib.P2)[None], u[..., None], v[..., None], depth)[0].reshape(-1, 3).numpy()
     reference = calib.image_to_rect(np.repeat(u.numpy(), 2), np.repeat(v.numpy(), 2), np.tile(depth.numpy(), 3))
     assert np.allclose(points, reference, atol=1e-9)
 

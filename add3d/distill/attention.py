@@ -102,11 +102,3 @@ class TargetCrossAttention(nn.Module):
         keys = _add_position(memory, token_position)
         stream = stream + self.attention(queries, keys, memory, need_weights=False)[0]
         return stream + self.ffn(self.norm_ffn(stream))
-
-
-def gather_at_indices(feature_map: Tensor, indices: Tensor) -> Tensor:
-    """B x C x h x w map sampled at flat cell indices B x M (y * w + x) -> B x M x C."""
-    batch, channels = feature_map.shape[:2]
-    flat = feature_map.flatten(2)  # B x C x hw
-    index = indices.clamp(0, flat.shape[-1] - 1).unsqueeze(1).expand(batch, channels, -1)
-    return flat.gather(2, index).transpose(1, 2)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from add3d.geometry.tensor_geometry import back_project, cell_xy
+
 
 def depth_bin_centres(num_bins: int, depth_min: float, depth_max: float) -> Tensor:
     """Linear-increasing depth spacing: bins get wider with distance, first = min, last = max.
@@ -24,30 +26,6 @@ def depth_bin_centres(num_bins: int, depth_min: float, depth_max: float) -> Tens
         return torch.tensor([float(depth_min)], dtype=torch.float64)
     index = torch.arange(num_bins, dtype=torch.float64)
     return depth_min + (depth_max - depth_min) * index * (index + 1) / ((num_bins - 1) * num_bins)
-
-
-def backproject(P2: Tensor, u: Tensor, v: Tensor, depth: Tensor) -> Tensor:
-    """Rect-frame points seen at pixels (u, v) with rect z = ``depth``, for a batch of cameras.
-
-    ``P2``: B x 3 x 4; ``u``, ``v``: B x N; ``depth``: D. Returns B x N x D x 3 in float64.
-    Same math as :meth:`add3d.geometry.calib.Calibration.image_to_rect` (exact for P2 = K [R | t],
-    including KITTI's baseline column): with P2 = [M | t], ``M X + t = w (u, v, 1)`` gives
-    ``X = M^-1 (w p - t)``; the known z fixes ``w = (z + (M^-1 t)_z) / (M^-1 p)_z``.
-    """
-    with torch.autocast(device_type=P2.device.type, enabled=False):  # AMP would run einsum in fp16
-        return _backproject_float64(P2, u, v, depth)
-
-
-def _backproject_float64(P2: Tensor, u: Tensor, v: Tensor, depth: Tensor) -> Tensor:
-    P2 = P2.to(torch.float64)
-    M_inv = torch.linalg.inv(P2[:, :, :3])  # B x 3 x 3
-    t = P2[:, :, 3]  # B x 3
-    pixels = torch.stack([u.to(torch.float64), v.to(torch.float64), torch.ones_like(u, dtype=torch.float64)], dim=-1)
-    rays = torch.einsum("bij,bnj->bni", M_inv, pixels)  # B x N x 3, M^-1 p
-    offset = torch.einsum("bij,bj->bi", M_inv, t)  # B x 3, M^-1 t
-    depth = depth.to(device=P2.device, dtype=torch.float64)
-    w = (depth[None, None, :] + offset[:, None, None, 2]) / rays[:, :, None, 2]  # B x N x D
-    return w[..., None] * rays[:, :, None, :] - offset[:, None, None, :]
 
 
 def feature_cell_centres(height: int, width: int, stride: float, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
@@ -85,7 +63,7 @@ class PositionEncoding3D(nn.Module):
 
     def frustum_points(self, P2_input: Tensor, u: Tensor, v: Tensor) -> Tensor:
         """B x N x D x 3 rect-frame points on the rays of pixels (u, v) at the depth bins (float64)."""
-        return backproject(P2_input, u, v, self.depths)
+        return back_project(P2_input, u[..., None], v[..., None], self.depths.double())
 
     def normalised_points(self, P2_input: Tensor, u: Tensor, v: Tensor) -> Tensor:
         """Frustum points mapped to [-1, 1] by the fixed range (not clipped); B x N x D x 3, float32."""
@@ -107,6 +85,5 @@ class PositionEncoding3D(nn.Module):
 
     def for_indices(self, P2_input: Tensor, indices: Tensor, width: int, stride: float) -> Tensor:
         """Embeddings B x M x C of the cells ``indices = y * width + x`` (e.g. targets["indices"])."""
-        x = (indices % width).to(torch.float64)
-        y = torch.div(indices, width, rounding_mode="floor").to(torch.float64)
+        x, y = (c.to(torch.float64) for c in cell_xy(indices, width))
         return self(P2_input, (x + 0.5) * stride, (y + 0.5) * stride)

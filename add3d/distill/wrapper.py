@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from add3d.distill import losses
-from add3d.distill.attention import SelfAttention3D, TargetCrossAttention, gather_at_indices
+from add3d.distill.attention import SelfAttention3D, TargetCrossAttention
 from add3d.distill.config import DistillConfig, TeacherConfig
 from add3d.distill.position_encoding import PositionEncoding3D
 from add3d.distill.teacher import freeze, load_teacher
 from add3d.distill.teacher_input import InputSpec, make_teacher_input
 from add3d.errors import Add3dError
+from add3d.geometry.tensor_geometry import gather_at_indices
 from add3d.models import build_detector
 
 

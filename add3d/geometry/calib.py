@@ -12,8 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from add3d.errors import Add3dError
+from add3d.geometry.tensor_geometry import (
+    alpha_to_rotation_y,
+    back_project,
+    column_ray_angle,
+    rotation_y_to_alpha,
+    wrap_angle,
+)
 
 
 def _to_hom(points: np.ndarray) -> np.ndarray:
@@ -30,10 +38,19 @@ def _pad4(matrix: np.ndarray) -> np.ndarray:
     return out
 
 
+def _row(values: np.ndarray | float) -> torch.Tensor:
+    """numpy values / floats -> a 1 x N float64 tensor (a batch of one camera)."""
+    return torch.as_tensor(np.asarray(values, dtype=np.float64).reshape(1, -1))
+
+
+def _numpy_like(result: torch.Tensor, like: np.ndarray | float) -> np.ndarray | float:
+    array = result.numpy().reshape(np.shape(like))
+    return array if array.ndim else float(array)
+
+
 def normalize_angle(angle: np.ndarray | float) -> np.ndarray | float:
-    """Wrap angles to [-pi, pi)."""
-    wrapped = (np.asarray(angle, dtype=np.float64) + np.pi) % (2 * np.pi) - np.pi
-    return wrapped if wrapped.ndim else float(wrapped)
+    """Wrap angles to [-pi, pi): numpy front of :func:`tensor_geometry.wrap_angle`."""
+    return _numpy_like(wrap_angle(_row(angle)), angle)
 
 
 @dataclass
@@ -129,36 +146,21 @@ class Calibration:
         return self.rect_to_image(self.velo_to_rect(points))
 
     def image_to_rect(self, u: np.ndarray, v: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """Back-project pixels with their rect-frame depth to (N,3) rect points.
-
-        Exact for any P2 of the form K [R | t] with K upper-triangular, including KITTI's small
-        baseline offsets in the last column.
-        """
-        u = np.asarray(u, dtype=np.float64).reshape(-1)
-        v = np.asarray(v, dtype=np.float64).reshape(-1)
-        depth = np.asarray(depth, dtype=np.float64).reshape(-1)
-        # Solve P2 @ [x, y, z, 1] = w [u, v, 1] for x, y (and w) with z known.
-        M = self.P2[:, :3]
-        t = self.P2[:, 3]
-        n = u.shape[0]
-        # Unknowns (x, y, w): M[:, :2] @ [x, y] - w [u, v, 1] = -(M[:, 2] z + t)
-        A = np.zeros((n, 3, 3))
-        A[:, :, 0] = M[:, 0]
-        A[:, :, 1] = M[:, 1]
-        A[:, 0, 2] = -u
-        A[:, 1, 2] = -v
-        A[:, 2, 2] = -1.0
-        b = -(depth[:, None] * M[:, 2][None, :] + t[None, :])
-        solution = np.linalg.solve(A, b[..., None])[..., 0]
-        return np.stack([solution[:, 0], solution[:, 1], depth], axis=1)
+        """Back-project pixels with their rect-frame depth to (N,3) rect points (exact for any P2,
+        including KITTI's baseline column): numpy front of :func:`tensor_geometry.back_project`."""
+        u, v, depth = (torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(1, -1)) for a in (u, v, depth))
+        return back_project(torch.from_numpy(self.P2)[None], u, v, depth)[0].numpy()
 
     # ----- angles -------------------------------------------------------------------------------
     def alpha_to_ry(self, alpha: np.ndarray | float, u: np.ndarray | float) -> np.ndarray | float:
         """Observation angle + pixel column of the object's centre -> global yaw rotation_y."""
-        return normalize_angle(alpha + np.arctan2(np.asarray(u) - self.cu, self.fu))
+        return _numpy_like(alpha_to_rotation_y(_row(alpha), self._column_ray_angle(u)), alpha)
 
     def ry_to_alpha(self, ry: np.ndarray | float, u: np.ndarray | float) -> np.ndarray | float:
-        return normalize_angle(ry - np.arctan2(np.asarray(u) - self.cu, self.fu))
+        return _numpy_like(rotation_y_to_alpha(_row(ry), self._column_ray_angle(u)), ry)
+
+    def _column_ray_angle(self, u: np.ndarray | float) -> torch.Tensor:
+        return column_ray_angle(_row(u), torch.from_numpy(self.P2)[None])
 
     # ----- image-space transforms -----------------------------------------------------------------
     def flipped(self, image_width: float) -> "Calibration":

@@ -13,15 +13,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from add3d.geometry.tensor_geometry import cell_xy, wrap_angle
+
 from add3d.data.kitti import Object3D
-
-
-def gather_feature(feature_map: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Sample a dense ``B x C x h x w`` map at flat positions ``B x K`` (y * w + x) -> ``B x K x C``."""
-    batch, channels = feature_map.shape[:2]
-    flat = feature_map.reshape(batch, channels, -1)
-    index = indices.long().clamp(0, flat.shape[2] - 1).unsqueeze(1).expand(batch, channels, indices.shape[1])
-    return flat.gather(2, index).transpose(1, 2)
 
 
 def peak_nms(heatmap: torch.Tensor, kernel: int = 3) -> torch.Tensor:
@@ -41,8 +35,7 @@ def top_k_peaks(heatmap: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
     scores, flat = heatmap.reshape(batch, -1).topk(k, dim=1)
     cls_ids = torch.div(flat, height * width, rounding_mode="floor")
     indices = flat - cls_ids * height * width
-    ys = torch.div(indices, width, rounding_mode="floor")
-    xs = indices - ys * width
+    xs, ys = cell_xy(indices, width)
     return {"scores": scores, "indices": indices, "cls_ids": cls_ids, "xs": xs.to(scores.dtype), "ys": ys.to(scores.dtype)}
 
 
@@ -64,42 +57,9 @@ def feature_to_original(points: torch.Tensor, input_to_original: torch.Tensor, s
     return apply_affine(points * stride, input_to_original.to(points.dtype))
 
 
-def back_project(u: torch.Tensor, v: torch.Tensor, depth: torch.Tensor, P2: torch.Tensor) -> torch.Tensor:
-    """Pixels ``B x K`` with their rect depth -> rect-frame points ``B x K x 3``.
-
-    Solves ``P2 [x, y, z, 1]^T = w [u, v, 1]^T`` for (x, y, w) with z = depth, which is exact for any
-    P2 (including KITTI's non-zero fourth column), unlike the usual ``(u - cu) z / fu`` shortcut.
-    Computed in float64 and returned in the dtype of ``depth``.
-    """
-    dtype = depth.dtype
-    u, v, z = u.double(), v.double(), depth.double()
-    P2 = P2.double()
-    M, t = P2[:, None, :, :3], P2[:, None, :, 3]  # B x 1 x 3 x 3, B x 1 x 3
-    system = torch.zeros(*u.shape, 3, 3, dtype=torch.float64, device=u.device)
-    system[..., :, 0] = M[..., :, 0]
-    system[..., :, 1] = M[..., :, 1]
-    system[..., 0, 2] = -u
-    system[..., 1, 2] = -v
-    system[..., 2, 2] = -1.0
-    rhs = -(z[..., None] * M[..., :, 2] + t)
-    solution = torch.linalg.solve(system, rhs.unsqueeze(-1)).squeeze(-1)
-    return torch.stack([solution[..., 0], solution[..., 1], z], dim=-1).to(dtype)
-
-
 def heatmap_scores(heatmap_logits: torch.Tensor) -> torch.Tensor:
     """Sigmoid heatmap scores, kept off exactly 0 and 1 (CenterNet's clamp) so logs stay finite."""
     return torch.sigmoid(heatmap_logits.float()).clamp(1e-4, 1.0 - 1e-4)
-
-
-def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
-    """Wrap to [-pi, pi) (same convention as geometry.calib.normalize_angle)."""
-    return torch.remainder(angle + math.pi, 2.0 * math.pi) - math.pi
-
-
-def alpha_to_rotation_y(alpha: torch.Tensor, u: torch.Tensor, P2: torch.Tensor) -> torch.Tensor:
-    """Observation angle + original-image column of the object centre -> rotation_y (B x K)."""
-    fu, cu = P2[:, 0, 0, None], P2[:, 0, 2, None]
-    return wrap_angle(alpha + torch.atan2(u - cu.to(u.dtype), fu.to(u.dtype)))
 
 
 def mirror_alpha_if_flipped(alpha: torch.Tensor, input_to_original: torch.Tensor) -> torch.Tensor:

@@ -36,16 +36,21 @@ from torchvision.ops import roi_align
 
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
-from add3d.models.decode import (
+from add3d.geometry.tensor_geometry import (
+    alpha_to_rotation_y,
     back_project,
+    cell_xy,
+    gather_at_indices,
+    ray_angle,
+    wrap_angle,
+)
+from add3d.models.decode import (
     depth_from_logit,
     feature_to_original,
-    gather_feature,
     heatmap_scores,
     mirror_alpha_if_flipped,
     peak_nms,
     top_k_peaks,
-    wrap_angle,
 )
 from add3d.models.detector import MonoDetector, build_trunk
 from add3d.models.heading import decode_heading, encode_heading
@@ -163,10 +168,9 @@ class GUPNet(MonoDetector):
     def _predicted_boxes(self, outputs: dict[str, torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
         """Predicted 2D boxes (x1, y1, x2, y2) in feature pixels at the flat positions ``indices`` (B x K)."""
         width = outputs["heatmap"].shape[3]
-        xs = (indices % width).to(outputs["offset_2d"].dtype)
-        ys = torch.div(indices, width, rounding_mode="floor").to(xs.dtype)
-        centre = torch.stack([xs, ys], dim=-1) + gather_feature(outputs["offset_2d"], indices)
-        half = gather_feature(outputs["size_2d"], indices) / 2
+        xs, ys = (c.to(outputs["offset_2d"].dtype) for c in cell_xy(indices, width))
+        centre = torch.stack([xs, ys], dim=-1) + gather_at_indices(outputs["offset_2d"], indices)
+        half = gather_at_indices(outputs["size_2d"], indices) / 2
         return torch.cat([centre - half, centre + half], dim=-1)
 
     def _roi_outputs(
@@ -192,8 +196,8 @@ class GUPNet(MonoDetector):
         # Box corners in network-input pixels -> normalised camera coordinates (z = 1).
         corners = boxes * self.stride
         ones = torch.ones_like(corners[..., 0])
-        top_left = back_project(corners[..., 0], corners[..., 1], ones, P2_input)[..., :2]
-        bottom_right = back_project(corners[..., 2], corners[..., 3], ones, P2_input)[..., :2]
+        top_left = back_project(P2_input, corners[..., 0], corners[..., 1], ones)[..., :2]
+        bottom_right = back_project(P2_input, corners[..., 2], corners[..., 3], ones)[..., :2]
         top_left, bottom_right = top_left[mask], bottom_right[mask]  # n x 2
 
         batch_index = torch.arange(batch, device=device)[:, None].expand(batch, slots)[mask]
@@ -243,8 +247,8 @@ class GUPNet(MonoDetector):
         indices = targets["indices"].long()
         cls_ids = targets["cls_ids"].long().clamp(0, self.num_classes - 1)
         terms = {"heatmap": focal_loss(outputs["heatmap"], targets["heatmap"])}
-        terms["size_2d"] = masked_l1(gather_feature(outputs["size_2d"], indices), targets["size_2d"], mask)
-        terms["offset_2d"] = masked_l1(gather_feature(outputs["offset_2d"], indices), targets["offset_2d"], mask)
+        terms["size_2d"] = masked_l1(gather_at_indices(outputs["size_2d"], indices), targets["size_2d"], mask)
+        terms["offset_2d"] = masked_l1(gather_at_indices(outputs["offset_2d"], indices), targets["offset_2d"], mask)
         terms["offset_3d"] = masked_l1(outputs["offset_3d"], targets["offset_3d"], mask)
 
         size_target = targets["size_3d"] - self.mean_size[cls_ids]
@@ -300,8 +304,8 @@ class GUPNet(MonoDetector):
         indices = targets["indices"].long()
         depth = outputs["depth"]
         return {
-            "offset_2d": gather_feature(outputs["offset_2d"], indices),
-            "size_2d": gather_feature(outputs["size_2d"], indices),
+            "offset_2d": gather_at_indices(outputs["offset_2d"], indices),
+            "size_2d": gather_at_indices(outputs["size_2d"], indices),
             "depth": torch.stack([torch.log(depth[..., 0].clamp(min=0.1)), depth[..., 1]], dim=-1),
             "offset_3d": outputs["offset_3d"],
             "size_3d": outputs["size_3d"],
@@ -319,8 +323,7 @@ class GUPNet(MonoDetector):
         width = outputs["heatmap"].shape[3]
         indices = outputs["roi_indices"]
         cls_ids = outputs["roi_cls_ids"].clamp(0, self.num_classes - 1)
-        xs = (indices % width).to(outputs["depth"].dtype)
-        ys = torch.div(indices, width, rounding_mode="floor").to(xs.dtype)
+        xs, ys = (c.to(outputs["depth"].dtype) for c in cell_xy(indices, width))
         P2 = meta["P2"].to(outputs["depth"].device, torch.float64)
         to_original = meta["input_to_original"].to(outputs["depth"].device, torch.float64)
 
@@ -332,11 +335,11 @@ class GUPNet(MonoDetector):
         centre_feature = torch.stack([xs, ys], dim=-1) + outputs["offset_3d"]
         centre_original = feature_to_original(centre_feature.double(), to_original, self.stride)
         dims = (self.mean_size[cls_ids] + outputs["size_3d"]).double()
-        centre_3d = back_project(centre_original[..., 0], centre_original[..., 1], depth.double(), P2)
+        centre_3d = back_project(P2, centre_original[..., 0], centre_original[..., 1], depth.double())
         location = centre_3d + torch.stack([torch.zeros_like(dims[..., 0]), dims[..., 0] / 2, torch.zeros_like(dims[..., 0])], dim=-1)
         alpha = wrap_angle(decode_heading(outputs["heading"].double(), self.num_heading_bins))
         alpha = mirror_alpha_if_flipped(alpha, to_original)
-        rotation_y = wrap_angle(alpha + torch.atan2(centre_3d[..., 0], centre_3d[..., 2]))
+        rotation_y = alpha_to_rotation_y(alpha, ray_angle(centre_3d[..., 0], centre_3d[..., 2]))
 
         detections = []
         for b in range(indices.shape[0]):

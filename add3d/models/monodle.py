@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING, Mapping
 import torch
 
 from add3d.data.kitti import Object3D
+from add3d.geometry.tensor_geometry import alpha_to_rotation_y, back_project, column_ray_angle, gather_at_indices
 from add3d.models.decode import (
-    alpha_to_rotation_y,
-    back_project,
     depth_from_logit,
-    feature_to_original,
     detections_to_objects,
-    gather_feature,
+    feature_to_original,
     heatmap_scores,
     mirror_alpha_if_flipped,
     peak_nms,
@@ -70,7 +68,7 @@ class MonoDLE(MonoDetector):
 
     def response_outputs(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict) -> dict[str, torch.Tensor]:
         """Per-object head outputs at ``targets["indices"]``: name -> ``B x M x k`` (raw, before transforms)."""
-        return {name: gather_feature(outputs[name], targets["indices"]) for name in OBJECT_HEADS}
+        return {name: gather_at_indices(outputs[name], targets["indices"]) for name in OBJECT_HEADS}
 
     def loss(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MonoDLE's seven losses; 2D terms use ``mask_2d``, depth/3D offset/size use ``mask_3d``.
@@ -113,7 +111,7 @@ class MonoDLE(MonoDetector):
         top_k = self.cfg.top_k if top_k is None else top_k
         heatmap = heatmap_scores(outputs["heatmap"])
         peaks = top_k_peaks(peak_nms(heatmap), top_k)
-        sampled = {name: gather_feature(outputs[name].float(), peaks["indices"]) for name in OBJECT_HEADS}
+        sampled = {name: gather_at_indices(outputs[name].float(), peaks["indices"]) for name in OBJECT_HEADS}
         device = heatmap.device
         P2 = torch.as_tensor(meta["P2"], dtype=torch.float32, device=device)
         to_original = torch.as_tensor(meta["input_to_original"], dtype=torch.float32, device=device)
@@ -128,11 +126,11 @@ class MonoDLE(MonoDetector):
         depth = depth_from_logit(sampled["depth"][..., 0])
         confidence = torch.exp(-sampled["depth"][..., 1])
         dims = (sampled["size_3d"] + self.mean_size[peaks["cls_ids"]]).clamp(min=MIN_DECODED_SIZE)
-        location = back_project(centre_3d[..., 0], centre_3d[..., 1], depth, P2)
+        location = back_project(P2, centre_3d[..., 0], centre_3d[..., 1], depth)
         location[..., 1] += dims[..., 0] / 2.0  # geometric centre -> bottom centre (y points down)
         alpha = decode_heading(sampled["heading"], self.num_heading_bins)
         alpha = mirror_alpha_if_flipped(alpha, to_original)
-        rotation_y = alpha_to_rotation_y(alpha, centre_3d[..., 0], P2)
+        rotation_y = alpha_to_rotation_y(alpha, column_ray_angle(centre_3d[..., 0], P2))
         scores = peaks["scores"] * confidence
         keep = peaks["scores"] >= score_threshold
 

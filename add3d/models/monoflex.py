@@ -31,17 +31,15 @@ from torch import nn
 
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
+from add3d.geometry.tensor_geometry import alpha_to_rotation_y, back_project, cell_xy, gather_at_indices, ray_angle
 from add3d.models.decode import (
-    back_project,
     depth_from_logit,
-    feature_to_original,
     detections_to_objects,
-    gather_feature,
+    feature_to_original,
     heatmap_scores,
     mirror_alpha_if_flipped,
     peak_nms,
     top_k_peaks,
-    wrap_angle,
 )
 from add3d.models.detector import MonoDetector, build_trunk
 from add3d.models.edge_fusion import EdgeFusion
@@ -197,7 +195,7 @@ class MonoFlex(MonoDetector):
     ) -> dict[str, torch.Tensor]:
         """Head outputs at flat positions ``indices`` (B x K), turned into metric quantities."""
         # Metric decoding in float32 even under mixed precision (exp, divisions by pixel heights).
-        sampled = {name: gather_feature(outputs[name], indices).float() for name in self.regression_outs}
+        sampled = {name: gather_at_indices(outputs[name], indices).float() for name in self.regression_outs}
         batch, slots = indices.shape
         low, high = self.uncertainty_range
         dims = torch.exp(sampled["size_3d"]) * self.mean_size[cls_ids.long().clamp(0, self.num_classes - 1)]
@@ -239,7 +237,7 @@ class MonoFlex(MonoDetector):
         mask_2d = targets["mask_2d"] > 0
         mask_3d = (targets["mask_3d"] > 0) & mask_2d
         dtype = preds["depth"].dtype
-        centre = torch.stack([indices % width, torch.div(indices, width, rounding_mode="floor")], dim=-1).to(dtype)
+        centre = torch.stack(cell_xy(indices, width), dim=-1).to(dtype)
         depth_target = targets["location"][..., 2].to(dtype)
 
         parts = {"heatmap": focal_loss(outputs["heatmap"], targets["heatmap"])}
@@ -291,9 +289,9 @@ class MonoFlex(MonoDetector):
         # Corner loss: the 8 corners of the box built from the ensemble depth, predicted offset,
         # size and orientation against the ground-truth corners.
         centre_input = (centre + preds["offset_3d"]) * self.stride
-        centre_3d = back_project(centre_input[..., 0], centre_input[..., 1], preds["depth"], P2_input)
+        centre_3d = back_project(P2_input, centre_input[..., 0], centre_input[..., 1], preds["depth"])
         alpha = decode_multibin(preds["orientation"], self.options.orientation_bins)
-        rotation_y = alpha + torch.atan2(centre_3d[..., 0], centre_3d[..., 2])
+        rotation_y = alpha + ray_angle(centre_3d[..., 0], centre_3d[..., 2])  # unwrapped: only cos/sin follow
         predicted_corners = box_corners(centre_3d, preds["size_3d"], rotation_y)
         size_target = targets["size_3d"].to(dtype)
         target_centre = targets["location"].to(dtype) - torch.stack(
@@ -356,12 +354,12 @@ class MonoFlex(MonoDetector):
 
         centre_original = feature_to_original(centre + preds["offset_3d"].double(), to_original, self.stride)
         dims = preds["size_3d"].double()
-        centre_3d = back_project(centre_original[..., 0], centre_original[..., 1], preds["depth"].double(), P2)
+        centre_3d = back_project(P2, centre_original[..., 0], centre_original[..., 1], preds["depth"].double())
         location = centre_3d.clone()
         location[..., 1] += dims[..., 0] / 2
         alpha = decode_multibin(preds["orientation"].double(), self.options.orientation_bins)
         alpha = mirror_alpha_if_flipped(alpha, to_original)
-        rotation_y = wrap_angle(alpha + torch.atan2(centre_3d[..., 0], centre_3d[..., 2]))
+        rotation_y = alpha_to_rotation_y(alpha, ray_angle(centre_3d[..., 0], centre_3d[..., 2]))
         sigma = preds["sigma"].double()
         confidence = torch.exp(-sigma) if self.options.confidence == "exp" else 1.0 - sigma.clamp(0.01, 1.0)
         scores = peaks["scores"].double() * confidence
