@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from types import ModuleType
 
 from add3d import __version__
@@ -52,20 +53,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; options and ``key=value`` overrides may come in any order."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    if argv and argv[0] in commands.choices and not {"-h", "--help"} & set(argv[1:]):
+        # argparse's intermixed parsing (positionals after options) does not work through
+        # sub-parsers, so the chosen command's own parser does it.
+        args = commands.choices[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)
+
+
+def _print_warning(command: str):
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"add3d {command}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        build_parser().print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except Add3dError as error:
-        print(f"add3d {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"add3d {args.command}: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _print_warning(args.command)
+        try:
+            return int(args._run(args) or 0)
+        except Add3dError as error:
+            print(f"add3d {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"add3d {args.command}: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -21,11 +21,10 @@ from add3d.data.loader import build_loader
 from add3d.data.mono_dataset import IMAGENET_MEAN, IMAGENET_STD, build_mono_dataset
 from add3d.data.synthetic import generate_dataset
 from add3d.engine.config import load_config
-from add3d.engine.inference import load_detector, predict_split, resolve_device, write_predictions
+from add3d.engine.inference import evaluate_predictions, load_detector, predict_split, resolve_device, write_predictions
 from add3d.engine.probes import depth_probes, format_probes
 from add3d.engine.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, train
 from add3d.errors import Add3dError
-from add3d.evaluation.kitti_eval import evaluate
 from add3d.fileio import atomic_write_text
 from add3d.viz.report import plot_pr_curves, plot_side_by_side, plot_teacher_input, results_table, write_report
 
@@ -99,8 +98,8 @@ def evaluate_model(cfg, checkpoint: Path, out_dir: Path) -> tuple[dict, dict, di
     ground_truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
     results, curves = {}, {}
     for label, overlap in OVERLAPS.items():
-        result = evaluate(ground_truth, predictions, classes=tuple(cfg.data.classes), overlap=overlap,
-                          return_curves=overlap == "loose", box2d_scale=cfg.train.eval_box2d_scale)
+        result = evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), overlap,
+                                      cfg.train.eval_box2d_scale, return_curves=overlap == "loose")
         curves = result.pop("curves", curves)
         results[label] = result
     return results, curves, predictions

@@ -9,6 +9,10 @@ class Add3dError(Exception):
     """A problem with the user's input or environment (bad file, bad option, missing data)."""
 
 
+class InputWarning(UserWarning):
+    """Input that is accepted but odd (the command line prints it as one ``warning:`` line)."""
+
+
 class DataFormatError(Add3dError):
     """A file whose content is malformed. The message names the file and, when known, the line."""
 

@@ -54,6 +54,20 @@ def test_eval_writes_predictions_and_metrics(trained, tmp_path):
         assert sorted(archive.namelist()) == files
 
 
+def test_eval_metrics_equal_eval_kitti_on_the_files_eval_wrote(trained, tmp_path):
+    # One number: what eval reports is what the official evaluation of its own files gives (the
+    # metrics used to come from unrounded detections while the files hold 2-decimal values).
+    root, out, overrides = trained
+    assert main(["eval", str(CONFIG), *overrides, "--checkpoint", str(out / "checkpoint_last.pth"),
+                 "--out", str(tmp_path / "eval")]) == 0
+    reported = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    detections = sum(len(read_label(p)) for p in (tmp_path / "eval" / "predictions").glob("*.txt"))
+    assert detections > 20  # score threshold 0: plenty of (tied, rounded) detections
+    assert main(["eval-kitti", "--gt", str(root / "training" / "label_2"), "--pred", str(tmp_path / "eval" / "predictions"),
+                 "--ids", str(root / "ImageSets" / "val.txt"), "--overlap", "loose", "--box2d-scale", "4", "--json", str(tmp_path / "k.json")]) == 0
+    assert json.loads((tmp_path / "k.json").read_text()) == reported
+
+
 def test_export_submission_lists_every_frame(trained, tmp_path):
     root, out, overrides = trained
     target = tmp_path / "submission.zip"

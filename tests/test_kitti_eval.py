@@ -288,13 +288,15 @@ def test_evaluate_dirs_matches_python_api_and_missing_predictions(tmp_path):
         dt[key][0].location = dt[key][0].location + rng.normal(0, 0.2, 3)
     del dt["000003"]  # a missing prediction file = no detections
     gt_dir, pred_dir = write_dirs(tmp_path, gt, dt)
-    from_files = evaluate_dirs(gt_dir, pred_dir)
+    with pytest.raises(Add3dError, match=r"1 of 45 prediction files are missing \(first: 000003.txt\).*--missing-as-empty"):
+        evaluate_dirs(gt_dir, pred_dir)
+    from_files = evaluate_dirs(gt_dir, pred_dir, missing_as_empty=True)
     # compare with the API on the same (2-decimal rounded) values the files hold
     gt_read = {k: read_label(gt_dir / f"{k}.txt") for k in gt}
     dt_read = {k: read_label(pred_dir / f"{k}.txt") for k in dt}
     assert from_files == evaluate(gt_read, dt_read)
     (tmp_path / "ids.txt").write_text("000000\n000001")
-    subset = evaluate_dirs(gt_dir, pred_dir, ids=tmp_path / "ids.txt")
+    subset = evaluate_dirs(gt_dir, pred_dir, ids=tmp_path / "ids.txt")  # both files present
     assert subset["Car"]["2d"]["R40"] == pytest.approx([100 * 1 / 40] * 3)  # 2 GT, both found in 2D
 
 
@@ -316,7 +318,6 @@ def test_prediction_files_from_other_tools_are_accepted(tmp_path):
         ("Car 0 0 0 100 100 200 160 1.5 1.6 3.9 0 1.6 20 0 0.5 7", "fields"),
         ("Car 0 0 0 100 100 200 160 1.5 1.6 3.9 0 1.6 20 0 high", "not a number"),
         ("Lorry 0 0 0 100 100 200 160 1.5 1.6 3.9 0 1.6 20 0 0.5", "unknown class"),
-        ("Car 0 0 0 100 100 90 160 1.5 1.6 3.9 0 1.6 20 0 0.5", "x2 < x1"),
         ("Car 0 0 0 100 100 200 160 1.5 1.6 3.9 0 1.6 20 0 nan", "finite"),
     ],
 )
@@ -557,3 +558,84 @@ def test_two_d_only_result_files(tmp_path):
     assert result["Car"]["2d"]["R40"] == pytest.approx([100.0] * 3)
     assert result["Car"]["aos"]["R40"] == pytest.approx([100.0] * 3)
     assert result["Car"]["bev"]["R40"] == [0.0] * 3 and result["Car"]["3d"]["R11"] == [0.0] * 3
+
+
+# ------------------------------------------------------------------------------------ one number
+def test_in_memory_metrics_equal_the_written_files_metrics(tmp_path):
+    # Detections straight from a network carry full precision; their result files hold 2 decimals
+    # (scores 4). Training validation, `add3d eval` and the demo evaluate them as written, so their
+    # numbers are eval-kitti's on the folder they write.
+    from add3d.engine.inference import evaluate_predictions, write_predictions
+
+    rng = np.random.default_rng(3)
+    gt, dt = {}, {}
+    for i in range(60):
+        truth = obj(x=float(rng.uniform(-8, 8)), z=float(rng.uniform(8, 40)), alpha=float(rng.uniform(-3, 3)))
+        gt[f"{i:06d}"] = [truth]
+        dt[f"{i:06d}"] = [
+            det_of(truth, score=float(0.5 + rng.uniform(0, 4e-4)), x=truth.location[0] + rng.normal(0, 0.3),
+                   alpha=truth.alpha + rng.normal(0, 0.3), box=truth.box2d + rng.normal(0, 8, 4)),
+            det_of(truth, score=float(0.5 + rng.uniform(0, 4e-4)), x=truth.location[0] + 3 + rng.normal(0, 1)),
+        ]
+    gt_dir = tmp_path / "gt"
+    for key, objects in gt.items():
+        write_label(gt_dir / f"{key}.txt", objects)
+    write_predictions(dt, tmp_path / "pred")
+    gt = {key: read_label(gt_dir / f"{key}.txt", allow_score=False) for key in gt}  # as eval reads it
+    for overlap in ("default", "loose"):
+        from_files = evaluate_dirs(gt_dir, tmp_path / "pred", overlap=overlap)
+        assert evaluate_predictions(gt, dt, CLASSES, overlap) == from_files
+        assert evaluate(gt, dt, overlap=overlap) != from_files  # the unrounded values disagree (the old bug)
+
+
+# ------------------------------------------------------------------- what the devkit reads, we read
+def test_inverted_2d_boxes_are_scored_as_the_devkit_does(tmp_path):
+    # The devkit reads an inverted box: height |y1 - y2| (so the difficulty filter still sees it),
+    # 2D overlap 0 (a 2D false positive), BEV/3D from the 3D fields as usual.
+    gt, dt = perfect(41)
+    for key in ("000001", "000002"):
+        x1, y1, x2, y2 = dt[key][0].box2d
+        dt[key][0].box2d = np.array([x2, y2, x1, y1])  # inverted in x and y
+    gt_dir, pred_dir = write_dirs(tmp_path, gt, dt)
+    with pytest.warns(UserWarning, match=r"2 detections in 2 files have an inverted 2D box \(x2 < x1 or y2 < y1; first .*000001.txt:1\)"):
+        result = evaluate_dirs(gt_dir, pred_dir)
+    assert result == evaluate(gt, dt)  # the in-memory path agrees
+    assert aps(result, metric="3d") == pytest.approx([100.0] * 3)
+    assert aps(result, metric="bev") == pytest.approx([100.0] * 3)
+    assert aps(result, metric="2d")[0] < 100.0  # two GT lose their 2D match
+    with pytest.raises(DataFormatError, match="x2 < x1") as error:
+        evaluate_dirs(gt_dir, pred_dir, strict=True)
+    assert error.value.path == str(pred_dir / "000001.txt") and error.value.line == 1
+
+
+def test_inverted_box_warning_and_strict_through_the_cli(tmp_path, capsys):
+    gt, dt = perfect(3)
+    x1, y1, x2, y2 = dt["000000"][0].box2d
+    dt["000000"][0].box2d = np.array([x2, y1, x1, y2])
+    gt_dir, pred_dir = write_dirs(tmp_path, gt, dt)
+    assert cli_main(["eval-kitti", "--gt", str(gt_dir), "--pred", str(pred_dir)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("add3d eval-kitti: warning: ") and "inverted 2D box" in err[0]
+    out_json = tmp_path / "r.json"
+    assert cli_main(["eval-kitti", "--gt", str(gt_dir), "--pred", str(pred_dir), "--strict", "--json", str(out_json)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"add3d eval-kitti: error: {pred_dir / '000000.txt'}:1: 2D box has x2 < x1 or y2 < y1: {x2} {y1} {x1} {y2}"]
+    assert not out_json.exists()
+
+
+def test_missing_and_empty_prediction_folders(tmp_path, capsys):
+    gt, dt = perfect(12)
+    gt_dir, pred_dir = write_dirs(tmp_path, gt, dt)
+    for key in ("000004", "000007", "000009"):
+        (pred_dir / f"{key}.txt").unlink()
+    assert cli_main(["eval-kitti", "--gt", str(gt_dir), "--pred", str(pred_dir)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"add3d eval-kitti: error: {pred_dir}: 3 of 12 prediction files are missing (first: 000004.txt, 000007.txt, "
+        "000009.txt); pass --missing-as-empty (missing_as_empty=True) to score them as frames without detections")
+    assert cli_main(["eval-kitti", "--gt", str(gt_dir), "--pred", str(pred_dir), "--missing-as-empty"]) == 0
+    assert "Car" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for extra in ([], ["--missing-as-empty"]):  # an empty folder is always an error
+        assert cli_main(["eval-kitti", "--gt", str(gt_dir), "--pred", str(empty), *extra]) == 2
+        assert "none of the 12 prediction files" in capsys.readouterr().err

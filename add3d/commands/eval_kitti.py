@@ -22,12 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="multiply all 2D boxes by S first, so the 40/25 px difficulty heights act on "
                              "down-scaled frames as on KITTI-sized ones (4 for `add3d synth --scale 0.25`); "
                              "not the official protocol unless 1")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse lines the devkit reads but that are odd (inverted 2D boxes) instead of "
+                             "scoring them as it does")
+    parser.add_argument("--missing-as-empty", action="store_true",
+                        help="score a missing prediction file as a frame without detections (default: error)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="write the AP values (percent) to this JSON file")
 
 
 def run(args: argparse.Namespace) -> int:
     result = evaluate_dirs(args.gt, args.pred, ids=args.ids, classes=args.classes, overlap=args.overlap,
-                           box2d_scale=args.box2d_scale)
+                           box2d_scale=args.box2d_scale, strict=args.strict, missing_as_empty=args.missing_as_empty)
     print(format_table(result, args.box2d_scale))
     if args.json is not None:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = predict_config(args.checkpoint, args.config, args.overrides)
     set_threads(cfg.train.threads)
-    device = resolve_device(args.device or cfg.train.device)
+    device = resolve_device(args.device, "--device") if args.device else resolve_device(cfg.train.device)
     threshold = cfg.model.score_threshold if args.score_threshold is None else args.score_threshold
     detector = load_detector(cfg, args.checkpoint, device)
     images = list_images(args.images)

@@ -18,7 +18,7 @@ class DataConfig:
     train_split: str = "train"  # name in ROOT/ImageSets/ or a path to an ids file
     val_split: str = "val"
     test_split: str = "test"
-    input_size: list[int] = field(default_factory=lambda: [384, 1280])  # (height, width), multiples of 4
+    input_size: list[int] = field(default_factory=lambda: [384, 1280])  # (height, width), multiples of 32
     classes: list[str] = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
     # Heatmap-only classes, mapped onto a detected class (MonoDLE's class_merging: Van/Truck -> Car).
     heatmap_only: dict[str, str] = field(default_factory=dict)
@@ -57,8 +57,10 @@ class DataConfig:
         return int(self.input_size[0]), int(self.input_size[1])
 
     def validate(self) -> None:
-        if len(self.input_size) != 2 or any(int(v) <= 0 or int(v) % 4 for v in self.input_size):
-            raise Add3dError(f"data.input_size must be [height, width], positive multiples of 4; got {list(self.input_size)}")
+        # The backbones halve the input five times and the necks add the levels back up, so a side
+        # that is not a multiple of 32 gives feature maps that do not align.
+        if len(self.input_size) != 2 or any(int(v) <= 0 or int(v) % 32 for v in self.input_size):
+            raise Add3dError(f"data.input_size must be [height, width], positive multiples of 32; got {list(self.input_size)}")
         if not self.classes:
             raise Add3dError("data.classes must name at least one class")
         for name, target in self.heatmap_only.items():

@@ -77,6 +77,17 @@ class Object3D:
             values.append(f"{self.score:.4f}")
         return " ".join(values)
 
+    def as_written(self) -> "Object3D":
+        """This object with exactly the values its :meth:`to_line` stores (rounded as in the file).
+
+        Metrics computed in memory use this, so that they equal the metrics of the result files
+        (``add3d eval`` == ``add3d eval-kitti`` on its files); no validation, like the devkit.
+        """
+        fields = self.to_line().split()
+        numbers = [float(value) for value in fields[1:]]
+        return Object3D(fields[0], numbers[0], int(numbers[1]), numbers[2], numbers[3:7], numbers[7:10],
+                        numbers[10:13], numbers[13], numbers[14] if len(numbers) == 15 else None)
+
 
 def _floats(values: list[str], path: Path, line_no: int, what: str) -> list[float]:
     out = []

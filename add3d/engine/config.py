@@ -152,19 +152,11 @@ def load_config(path: str | Path | None, overrides: list[str] = (), training: bo
     the plain detector it is, without needing its teacher.
     """
     schema = OmegaConf.structured(Config)
+    source = "<defaults>"
     if path is not None:
         for source, content in read_config_chain(path):
             schema = _merge(schema, content, source)
-    for text in overrides:
-        schema = _merge(schema, parse_override(text), f"command-line override '{text}'")
-    try:
-        config: Config = OmegaConf.to_object(schema)
-    except OmegaConfBaseException as error:
-        raise Add3dError(f"{path}: {str(error).splitlines()[0]}") from None
-    if not training:
-        config.distill = None
-    validate_config(config, str(path) if path is not None else "<defaults>")
-    return config
+    return _apply_overrides(schema, source, overrides, training)
 
 
 # Keys older checkpoints store that no longer exist (they had no effect): dropped when read back.
@@ -178,57 +170,81 @@ def config_from_dict(content: dict, source: str = "<checkpoint config>", overrid
         if isinstance(values, dict) else values
         for section, values in content.items()
     }
-    schema = _merge(OmegaConf.structured(Config), content, source)
-    for text in overrides:
-        schema = _merge(schema, parse_override(text), f"command-line override '{text}'")
-    config: Config = OmegaConf.to_object(schema)
-    validate_config(config, source)
+    return _apply_overrides(_merge(OmegaConf.structured(Config), content, source), source, overrides)
+
+
+def _checked(schema, training: bool) -> Config:
+    try:
+        config: Config = OmegaConf.to_object(schema)
+    except OmegaConfBaseException as error:
+        raise Add3dError(str(error).splitlines()[0]) from None
+    if not training:
+        config.distill = None
+    validate_config(config)
     return config
 
 
-def validate_config(config: Config, source: str = "<config>") -> None:
-    """Cross-field checks the types cannot express. Errors name the config file."""
+def _apply_overrides(schema, source: str, overrides: list[str], training: bool = True) -> Config:
+    """Overrides on top of the merged files, then validation. A value that does not validate is
+    blamed on where it came from: the first override after which the config is invalid, else the file."""
+    schemas = [schema]
+    for text in overrides:
+        schemas.append(_merge(schemas[-1], parse_override(text), f"command-line override '{text}'"))
     try:
-        config.data.validate()
-        if list(config.data.classes) != list(getattr(config.model, "classes", config.data.classes)):
-            raise Add3dError(
-                f"data.classes {list(config.data.classes)} and model.classes {list(config.model.classes)} must be the same list"
-            )
-        if hasattr(config.model, "validate"):
-            config.model.validate()
-        if config.distill is not None:
-            config.distill.validate()
-            if not config.teacher.checkpoint:
-                raise Add3dError("a distill section needs teacher.checkpoint (a trained teacher's checkpoint)")
-            if not config.data.depth_source:
-                raise Add3dError("distillation feeds the teacher depth: set data.depth_source (lidar | object | dense)")
-        if getattr(config.model, "in_channels", 3) == 5 and not config.data.depth_source:
-            raise Add3dError("model.in_channels 5 (a depth teacher) needs data.depth_source (lidar | object | dense)")
-        if config.data.depth_jitter > 0 and (getattr(config.model, "in_channels", 3) != 5 or config.distill is not None):
-            raise Add3dError("data.depth_jitter scales depth targets with the image unchanged: only for depth teachers "
-                             "(model.in_channels 5, no distill section)")
-        train = config.train
-        if train.epochs < 1 or train.batch_size < 1 or train.workers < 0:
-            raise Add3dError("train.epochs and train.batch_size must be >= 1, train.workers >= 0")
-        if train.prefetch_factor < 1:
-            raise Add3dError(f"train.prefetch_factor must be >= 1, got {train.prefetch_factor}")
-        if train.threads is not None and train.threads < 1:
-            raise Add3dError(f"train.threads must be >= 1 or null, got {train.threads}")
-        if train.grad_clip is not None and train.grad_clip <= 0:
-            raise Add3dError(f"train.grad_clip must be > 0 or null, got {train.grad_clip}")
-        if train.eval_overlap not in ("default", "loose"):
-            raise Add3dError(f"train.eval_overlap must be 'default' or 'loose', got '{train.eval_overlap}'")
-        if not train.eval_box2d_scale > 0:
-            raise Add3dError(f"train.eval_box2d_scale must be > 0, got {train.eval_box2d_scale}")
-        parse_metric_name(train.best_metric)
-        if config.optim.name not in ("adam", "adamw", "sgd"):
-            raise Add3dError(f"optim.name must be adam, adamw or sgd, got '{config.optim.name}'")
-        if config.optim.lr <= 0:
-            raise Add3dError(f"optim.lr must be > 0, got {config.optim.lr}")
-        if sorted(config.schedule.milestones) != list(config.schedule.milestones):
-            raise Add3dError(f"schedule.milestones must be increasing, got {list(config.schedule.milestones)}")
+        return _checked(schemas[-1], training)
     except Add3dError as error:
-        raise Add3dError(f"{source}: {error}") from None
+        sources = [source] + [f"command-line override '{text}'" for text in overrides]
+        culprit = sources[0]
+        for candidate, earlier in zip(sources[1:], schemas[:-1]):
+            try:
+                _checked(earlier, training)
+            except Add3dError:
+                break
+            culprit = candidate
+        raise Add3dError(f"{culprit}: {error}") from None
+
+
+def validate_config(config: Config) -> None:
+    """Cross-field checks the types cannot express (the caller names the file or override)."""
+    config.data.validate()
+    if list(config.data.classes) != list(getattr(config.model, "classes", config.data.classes)):
+        raise Add3dError(
+            f"data.classes {list(config.data.classes)} and model.classes {list(config.model.classes)} must be the same list"
+        )
+    if hasattr(config.model, "validate"):
+        config.model.validate()
+    if config.distill is not None:
+        config.distill.validate()
+        if not config.teacher.checkpoint:
+            raise Add3dError("a distill section needs teacher.checkpoint (a trained teacher's checkpoint)")
+        if not config.data.depth_source:
+            raise Add3dError("distillation feeds the teacher depth: set data.depth_source (lidar | object | dense)")
+    if getattr(config.model, "in_channels", 3) == 5 and not config.data.depth_source:
+        raise Add3dError("model.in_channels 5 (a depth teacher) needs data.depth_source (lidar | object | dense)")
+    if config.data.depth_jitter > 0 and (getattr(config.model, "in_channels", 3) != 5 or config.distill is not None):
+        raise Add3dError("data.depth_jitter scales depth targets with the image unchanged: only for depth teachers "
+                         "(model.in_channels 5, no distill section)")
+    train = config.train
+    for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
+        if getattr(train, name) < minimum:
+            raise Add3dError(f"train.{name} must be >= {minimum}, got {getattr(train, name)}")
+    if train.prefetch_factor < 1:
+        raise Add3dError(f"train.prefetch_factor must be >= 1, got {train.prefetch_factor}")
+    if train.threads is not None and train.threads < 1:
+        raise Add3dError(f"train.threads must be >= 1 or null, got {train.threads}")
+    if train.grad_clip is not None and train.grad_clip <= 0:
+        raise Add3dError(f"train.grad_clip must be > 0 or null, got {train.grad_clip}")
+    if train.eval_overlap not in ("default", "loose"):
+        raise Add3dError(f"train.eval_overlap must be 'default' or 'loose', got '{train.eval_overlap}'")
+    if not train.eval_box2d_scale > 0:
+        raise Add3dError(f"train.eval_box2d_scale must be > 0, got {train.eval_box2d_scale}")
+    parse_metric_name(train.best_metric)
+    if config.optim.name not in ("adam", "adamw", "sgd"):
+        raise Add3dError(f"optim.name must be adam, adamw or sgd, got '{config.optim.name}'")
+    if config.optim.lr <= 0:
+        raise Add3dError(f"optim.lr must be > 0, got {config.optim.lr}")
+    if sorted(config.schedule.milestones) != list(config.schedule.milestones):
+        raise Add3dError(f"schedule.milestones must be increasing, got {list(config.schedule.milestones)}")
 
 
 DIFFICULTIES = ("easy", "moderate", "hard")

@@ -35,16 +35,18 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without it is a clear error."""
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; asking for CUDA without it is a clear error that
+    names where the device was asked for (``option``: the config key or the command-line flag)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    fix = "--device cpu" if option.startswith("--") else f"{option}=cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise Add3dError(f"train.device '{name}' is not a device (auto | cpu | cuda | cuda:N)") from None
+        raise Add3dError(f"{option} '{name}' is not a device (auto | cpu | cuda | cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise Add3dError(f"train.device is '{name}' but CUDA is not available; use device=cpu")
+        raise Add3dError(f"{option} is '{name}' but CUDA is not available; use {fix}")
     return device
 
 
@@ -65,7 +67,7 @@ def predict_split(cfg: Config, checkpoint: str | Path, split: str, batch_size: i
                   device_name: str | None = None) -> tuple[MonoDataset, dict[str, list[Object3D]]]:
     """(dataset, detections by frame id) of a split."""
     set_threads(cfg.train.threads)
-    device = resolve_device(device_name or cfg.train.device)
+    device = resolve_device(device_name, "--device") if device_name else resolve_device(cfg.train.device)
     detector = load_detector(cfg, checkpoint, device)
     dataset = build_mono_dataset(cfg.data, split, augment=False, with_depth=detector.input_spec.kind == "rgbd")
     loader = build_loader(dataset, batch_size or cfg.train.batch_size, cfg.train.workers)
@@ -155,11 +157,18 @@ def evaluate_predictions(
     classes: tuple[str, ...],
     overlap: str = "default",
     box2d_scale: float = 1.0,
+    return_curves: bool = False,
 ) -> dict:
-    """KITTI metrics (percent) through the project's devkit-identical evaluator (see its ``box2d_scale``)."""
+    """KITTI metrics (percent) through the project's devkit-identical evaluator (see its ``box2d_scale``).
+
+    The one place where training validation, ``add3d eval`` and the demo compute metrics. Detections
+    are evaluated as :func:`write_predictions` stores them (values rounded as in the files), so these
+    numbers equal ``add3d eval-kitti`` on the written folder.
+    """
     evaluated = [c for c in classes if c in ("Car", "Pedestrian", "Cyclist")]
-    dt = {frame_id: predictions.get(frame_id, []) for frame_id in ground_truth}
-    return evaluate(ground_truth, dt, classes=tuple(evaluated), overlap=overlap, box2d_scale=box2d_scale)
+    dt = {frame_id: [obj.as_written() for obj in predictions.get(frame_id, [])] for frame_id in ground_truth}
+    return evaluate(ground_truth, dt, classes=tuple(evaluated), overlap=overlap, return_curves=return_curves,
+                    box2d_scale=box2d_scale)
 
 
 def metric_value(results: dict, name: str) -> float:

@@ -271,16 +271,21 @@ def evaluate_dirs(
     overlap: str = "default",
     return_curves: bool = False,
     box2d_scale: float = 1.0,
+    strict: bool = False,
+    missing_as_empty: bool = False,
 ) -> dict:
     """:func:`evaluate` on KITTI folders: ``gt_dir/<id>.txt`` (label_2) and ``pred_dir/<id>.txt`` (results).
 
     ``ids``: a list of frame ids, or the path of an ids file; default every ``*.txt`` in ``gt_dir``.
-    A missing prediction file means no detections for that frame.
+    A missing prediction file is an error unless ``missing_as_empty`` (then it means no detections
+    for that frame); a folder without any of them is always one. Lines the devkit reads but that
+    are odd (inverted 2D boxes) are scored as it does, with one warning; ``strict`` refuses them.
+    See docs/EVALUATION.md.
     """
     _check_options(classes, overlap)
     frame_ids = list(ids) if isinstance(ids, (list, tuple)) else list_frame_ids(gt_dir, ids)
     gt = read_label_dir(gt_dir, frame_ids, prediction=False)
-    det = read_label_dir(pred_dir, frame_ids, prediction=True)
+    det = read_label_dir(pred_dir, frame_ids, prediction=True, strict=strict, missing_as_empty=missing_as_empty)
     return evaluate_arrays(gt, det, classes, overlap, return_curves, box2d_scale)
 
 

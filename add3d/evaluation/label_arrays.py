@@ -10,13 +10,14 @@ exactly the error the rest of the project raises (file and line named).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from add3d.data.kitti import KITTI_CLASSES, Object3D, parse_label_line, read_split
-from add3d.errors import Add3dError, DataFormatError
+from add3d.errors import Add3dError, DataFormatError, InputWarning
 
 INVALID_COORDINATE = -1000.0  # KITTI's "no 3D box" placeholder
 
@@ -92,13 +93,16 @@ class LabelArrays:
 _COLUMNS = ("frame", "cls_type", "truncation", "occlusion", "alpha", "box2d", "dims", "location", "rotation_y", "score")
 
 
-def _prediction_line(text: str) -> str:
+def _prediction_line(text: str, strict: bool = False) -> str:
     """Neutralise the parts of a result line that the devkit accepts but does not use.
 
     * truncation and occlusion: read as "trash" by the devkit; many tools write ``-1 -1`` there.
     * 2D-only detections: the KITTI convention ``-1 -1 -1 -1000 -1000 -1000`` for (h, w, l, x, y, z).
       Accepted as written (the devkit skips BEV/3D for them; in BEV a DontCare placeholder even
       absorbs them, both being unit squares at -1000).
+    * inverted 2D boxes (x2 < x1 or y2 < y1), unless ``strict``: the devkit takes the height as
+      |y1 - y2| and gets a 2D overlap of 0; BEV/3D are scored normally (docs/EVALUATION.md).
+    Only the validation sees the neutralised line; the values as written are evaluated.
     Non-numeric fields are left alone so that parse_label_line names them.
     """
     fields = text.split()
@@ -112,23 +116,37 @@ def _prediction_line(text: str) -> str:
         fields[1:3] = ["0", "0"]
     if numbers[10:13] == [INVALID_COORDINATE] * 3:  # only for validation; the values are kept
         fields[8:11] = [value if float(value) >= 0 else "0" for value in fields[8:11]]
+    if not strict and all(np.isfinite(numbers[3:7])):
+        x1, y1, x2, y2 = numbers[3:7]
+        fields[4:8] = [repr(min(x1, x2)), repr(min(y1, y2)), repr(max(x1, x2)), repr(max(y1, y2))]
     return " ".join(fields)
 
 
-def parse_strict(text: str, path: Path, line_no: int, prediction: bool) -> Object3D:
-    """Parse one line with the project's parser; predictions must carry a score (16 fields)."""
+def parse_strict(text: str, path: Path, line_no: int, prediction: bool, strict: bool = False) -> Object3D:
+    """Parse one line with the project's parser; predictions must carry a finite score (16 fields).
+
+    A non-finite score is always an error: the devkit reads NaN, but its AP then depends on where
+    NaN lands in its sort, so no number computed from such a file means anything.
+    """
     if prediction:
         count = len(text.split())
         if count == 15:
             raise DataFormatError(path, "prediction has 15 fields; the 16th (score) is required", line_no)
-        return parse_label_line(_prediction_line(text), path, line_no, allow_score=True)
+        return parse_label_line(_prediction_line(text, strict), path, line_no, allow_score=True)
     return parse_label_line(text, path, line_no, allow_score=False)
 
 
-def _line_ok(names: np.ndarray, numbers: np.ndarray, prediction: bool) -> np.ndarray:
+def _inverted(numbers: np.ndarray) -> np.ndarray:
+    """Rows whose 2D box has x2 < x1 or y2 < y1."""
+    return (numbers[:, 5] < numbers[:, 3]) | (numbers[:, 6] < numbers[:, 4])
+
+
+def _line_ok(names: np.ndarray, numbers: np.ndarray, prediction: bool, strict: bool = False) -> np.ndarray:
     """Vectorised version of parse_label_line's checks; False rows are re-parsed to raise its error."""
     ok = np.isin(names, KITTI_CLASSES) & np.isfinite(numbers[:, :14]).all(axis=1)
-    box_ok = (numbers[:, 5] >= numbers[:, 3]) & (numbers[:, 6] >= numbers[:, 4]) & (numbers[:, 7:10] >= 0).all(axis=1)
+    box_ok = (numbers[:, 7:10] >= 0).all(axis=1)
+    if not prediction or strict:
+        box_ok &= ~_inverted(numbers)
     if prediction:
         ok &= np.isfinite(numbers[:, 14])  # truncation/occlusion are not used (see _prediction_line)
     else:
@@ -138,20 +156,33 @@ def _line_ok(names: np.ndarray, numbers: np.ndarray, prediction: bool) -> np.nda
     return ok & ((names == "DontCare") | box_ok)
 
 
-def _strict_rows(path: str, text: str, prediction: bool) -> list[Object3D]:
+def _strict_rows(path: str, text: str, prediction: bool, strict: bool = False) -> list[Object3D]:
     """Parse a whole file line by line with the project's parser (raises on the first bad line)."""
     return [
-        parse_strict(line, Path(path), line_no, prediction)
+        parse_strict(line, Path(path), line_no, prediction, strict)
         for line_no, line in enumerate(text.splitlines(), start=1)
         if line.strip()
     ]
 
 
-def read_label_dir(directory: str | Path, ids: list[str], prediction: bool) -> LabelArrays:
+def _first_line(text: str, test) -> int:
+    """Number of the first non-blank line of ``text`` whose fields pass ``test``."""
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and test(line.split()):
+            return line_no
+    return 1  # pragma: no cover
+
+
+def read_label_dir(directory: str | Path, ids: list[str], prediction: bool, strict: bool = False,
+                   missing_as_empty: bool = False) -> LabelArrays:
     """Read ``directory/<id>.txt`` for every id into :class:`LabelArrays`.
 
     Ground truth (``prediction=False``): every file must exist, 15 fields per line.
-    Predictions: a missing file means no detections; 16 fields per line (score required).
+    Predictions: 16 fields per line (score required). A missing file is an error naming how many
+    are missing and the first ids, unless ``missing_as_empty`` (then: a frame without detections);
+    a folder holding none of the files is always an error. Lines the devkit reads but that are
+    odd (inverted 2D boxes) are evaluated as the devkit does and counted in one
+    :class:`~add3d.errors.InputWarning`; ``strict`` makes them errors.
 
     Fast path: each file is split into whitespace tokens and all files are converted at once. A file
     whose token count is not a multiple of the field count, a misplaced class name, a non-number or a
@@ -167,6 +198,7 @@ def read_label_dir(directory: str | Path, ids: list[str], prediction: bool) -> L
     rows_per_file: list[int] = []
     files: list[tuple[str, str]] = []  # (path, text) of every file read, for the strict fallback
     frame_of_file: list[int] = []
+    missing: list[str] = []
     for index, frame_id in enumerate(ids):
         path = os.path.join(folder, f"{frame_id}.txt")
         try:
@@ -174,6 +206,7 @@ def read_label_dir(directory: str | Path, ids: list[str], prediction: bool) -> L
                 text = handle.read()
         except FileNotFoundError:
             if prediction:
+                missing.append(frame_id)
                 continue
             raise Add3dError(f"{path}: label file not found") from None
         except OSError as error:
@@ -185,6 +218,15 @@ def read_label_dir(directory: str | Path, ids: list[str], prediction: bool) -> L
         rows_per_file.append(len(file_tokens) // expected)
         files.append((path, text))
         frame_of_file.append(index)
+    if prediction and ids and len(missing) == len(ids):
+        raise Add3dError(f"{directory}: none of the {len(ids)} prediction files (<id>.txt) is there; "
+                         f"first ids {', '.join(missing[:3])}")
+    if missing and not missing_as_empty:
+        raise Add3dError(
+            f"{directory}: {len(missing)} of {len(ids)} prediction files are missing (first: "
+            f"{', '.join(f'{i}.txt' for i in missing[:5])}); pass --missing-as-empty "
+            "(missing_as_empty=True) to score them as frames without detections"
+        )
     table = np.array(tokens, dtype=object).reshape(-1, expected)
     file_of_row = np.repeat(np.arange(len(files)), rows_per_file)
     names = table[:, 0]
@@ -202,13 +244,22 @@ def read_label_dir(directory: str | Path, ids: list[str], prediction: bool) -> L
         raise Add3dError(f"{directory}: unreadable numbers") from None  # pragma: no cover
     if not prediction:
         numbers = np.concatenate([numbers, np.full((len(numbers), 1), np.nan)], axis=1)
-    bad = np.flatnonzero(~_line_ok(names, numbers, prediction))
+    bad = np.flatnonzero(~_line_ok(names, numbers, prediction, strict))
     for file_index in np.unique(file_of_row[bad]):
         # Raises if the file is malformed. If it passes, the line uses a tolerated convention (see
         # _prediction_line) and the values as written are kept: the devkit evaluates them as written.
-        _strict_rows(*files[file_index], prediction)
+        _strict_rows(*files[file_index], prediction, strict)
     if prediction:
         numbers[:, 0:2] = 0.0  # unused by the evaluation (see _prediction_line)
+        inverted = np.flatnonzero(_inverted(numbers) & (names != "DontCare"))
+        if len(inverted):
+            path, text = files[file_of_row[inverted[0]]]
+            line_no = _first_line(text, lambda f: f[0] != "DontCare" and (float(f[6]) < float(f[4]) or float(f[7]) < float(f[5])))
+            warnings.warn(InputWarning(
+                f"{directory}: {len(inverted)} detections in {len(np.unique(file_of_row[inverted]))} files have an "
+                f"inverted 2D box (x2 < x1 or y2 < y1; first {path}:{line_no}); scored as the official devkit does: "
+                "height |y1 - y2|, 2D overlap 0, BEV/3D as usual (--strict makes this an error)"
+            ), stacklevel=2)
     frame = np.repeat(np.array(frame_of_file, dtype=np.int64), rows_per_file)
     return LabelArrays.from_rows(len(ids), frame, list(names), numbers)
 
