@@ -20,7 +20,8 @@ from add3d.data.dataset import KittiDataset
 from add3d.data.loader import build_loader
 from add3d.data.mono_dataset import IMAGENET_MEAN, IMAGENET_STD, build_mono_dataset
 from add3d.data.synthetic import generate_dataset
-from add3d.engine.config import load_config
+from add3d.engine.checkpoints import load_checkpoint
+from add3d.engine.config import config_to_dict, load_config
 from add3d.engine.inference import evaluate_predictions, load_detector, predict_split, resolve_device, write_predictions
 from add3d.engine.probes import depth_probes, format_probes
 from add3d.engine.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, train
@@ -136,8 +137,40 @@ def make_figures(run: DemoRun, data_root: Path, predictions: dict[str, dict], cu
     return [(caption, str(path.relative_to(run.out_dir))) for caption, path in figures]
 
 
-def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2) -> dict:
-    """Run every stage into ``out_dir`` and write the report; returns what results.json holds."""
+def train_stage(cfg, fresh: bool) -> None:
+    """Train one demo model, continuing what an earlier demo run in the same folder left.
+
+    A finished run is reused, an unfinished one resumed; ``fresh`` retrains (the earlier run's files
+    are kept in ``previous_<n>/``). A run made with another config is an error, not silently reused.
+    """
+    last = Path(cfg.train.out_dir) / LAST_CHECKPOINT
+    if fresh or not last.is_file():
+        train(cfg, force=fresh)
+        return
+    checkpoint = load_checkpoint(last)
+    stored, wanted = checkpoint.get("config") or {}, config_to_dict(cfg)
+    for config in (stored, wanted):
+        config.get("train", {}).pop("epochs", None)
+    if stored != wanted:
+        raise Add3dError(f"{last}: trained with another config than this demo run's; pass --fresh to retrain")
+    if int(checkpoint["epoch"]) >= cfg.train.epochs:
+        print(f"    already trained ({checkpoint['epoch']} epochs): reusing {last}; --fresh retrains", flush=True)
+        return
+    train(cfg, resume=last)
+
+
+def logged_train_seconds(out_dir: Path) -> float:
+    """Wall time of a run's epochs as its train_log.jsonl records them (also for reused runs)."""
+    log = out_dir / "train_log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    return float(sum(record.get("seconds", 0.0) for record in records if record.get("kind") == "epoch"))
+
+
+def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2, fresh: bool = False) -> dict:
+    """Run every stage into ``out_dir`` and write the report; returns what results.json holds.
+
+    Rerun into the same folder, it continues: existing data and finished trainings are reused
+    (``fresh`` retrains every model)."""
     total_start = time.perf_counter()
     run = DemoRun(Path(out_dir), quick, seed)
     run.out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,8 +193,8 @@ def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2
         cfg = load_config(config_path, overrides)
         cfgs[model] = cfg
         run.stage(f"train {MODEL_TITLES[model]}", ["train", str(config_path.relative_to(configs.parent)), *overrides],
-                  lambda cfg=cfg: train(cfg))
-        train_seconds[MODEL_TITLES[model]] = run.stages[-1].seconds
+                  lambda cfg=cfg: train_stage(cfg, fresh))
+        train_seconds[MODEL_TITLES[model]] = logged_train_seconds(run.out_dir / model)
         best = run.out_dir / model / BEST_CHECKPOINT
         checkpoints[model] = best if best.is_file() else run.out_dir / model / LAST_CHECKPOINT
 

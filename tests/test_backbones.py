@@ -131,7 +131,7 @@ def test_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
     with pytest.raises(Add3dError, match="not found"):
         load_backbone_weights(dla34(), str(tmp_path / "absent.pth"), "dla34")
     (tmp_path / "garbage.pth").write_text("not a checkpoint")
-    with pytest.raises(Add3dError, match="garbage.pth: cannot read"):
+    with pytest.raises(Add3dError, match="garbage.pth: not a readable torch checkpoint"):
         read_state_dict(str(tmp_path / "garbage.pth"))
 
 

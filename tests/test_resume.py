@@ -90,10 +90,41 @@ def test_resume_restores_counters_schedule_and_rng(fake_root, tmp_path):
     assert torch.equal(torch.get_rng_state(), checkpoint["rng"]["torch"])
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "step" for r in log) == 3
-    # A fresh run in the same folder starts a fresh log.
-    train(load_config(None, overrides(fake_root, tmp_path) + ["train.epochs=1"]), detector=TinyDetector())
+    # A fresh run (--force) in the same folder starts a fresh log; the earlier run is kept aside.
+    train(load_config(None, overrides(fake_root, tmp_path) + ["train.epochs=1"]), detector=TinyDetector(), force=True)
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["kind"] == "step"] == [1, 2, 3]
+    assert (tmp_path / "previous_1" / LAST_CHECKPOINT).is_file()
+
+
+def test_no_silent_loss_of_an_earlier_run(fake_root, tmp_path):
+    from add3d.errors import Add3dError
+
+    train(load_config(None, overrides(fake_root, tmp_path) + ["train.epochs=2"]), detector=TinyDetector())
+    before = (tmp_path / LAST_CHECKPOINT).read_bytes()
+    with pytest.raises(Add3dError, match=r"holds checkpoints of an earlier run \(checkpoint_last.pth\); pass --resume"):
+        train(load_config(None, overrides(fake_root, tmp_path) + ["train.epochs=1"]), detector=TinyDetector())
+    assert (tmp_path / LAST_CHECKPOINT).read_bytes() == before and not (tmp_path / "previous_1").exists()
+    with pytest.raises(Add3dError, match="contradict"):
+        train(load_config(None, overrides(fake_root, tmp_path)), resume=tmp_path / LAST_CHECKPOINT,
+              detector=TinyDetector(), force=True)
+    for number in (1, 2):  # each --force keeps the run it replaces
+        train(load_config(None, overrides(fake_root, tmp_path) + ["train.epochs=1"]), detector=TinyDetector(), force=True)
+        kept = tmp_path / f"previous_{number}"
+        assert sorted(p.name for p in kept.iterdir()) == ["checkpoint_last.pth", "config.yaml", "metrics.json",
+                                                          "tensorboard", "train_log.jsonl"]
+    assert (tmp_path / "previous_1" / LAST_CHECKPOINT).read_bytes() == before
+    assert load_checkpoint(tmp_path / LAST_CHECKPOINT)["epoch"] == 1
+
+
+def test_a_run_that_fails_to_start_leaves_nothing(fake_root, tmp_path):
+    from add3d.errors import Add3dError
+
+    out = tmp_path / "run"
+    cfg = load_config(None, overrides(fake_root, out) + ["train.batch_size=64"])  # fewer frames than a batch
+    with pytest.raises(Add3dError, match="fewer than one batch"):
+        train(cfg, detector=TinyDetector())
+    assert not out.exists()
 
 
 def test_resume_from_a_missing_or_foreign_file_is_a_clear_error(fake_root, tmp_path):

@@ -11,10 +11,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny budget smoke check (~3 minutes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes for data generation")
+    parser.add_argument("--fresh", action="store_true",
+                        help="retrain every model (default: a rerun reuses finished trainings in --out)")
 
 
 def run(args: argparse.Namespace) -> int:
     from add3d.demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick, seed=args.seed, workers=args.workers)
+    run_demo(Path(args.out), quick=args.quick, seed=args.seed, workers=args.workers, fresh=args.fresh)
     return 0

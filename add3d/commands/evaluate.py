@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--submission", type=Path, default=None, help="also write a test-server zip here")
     parser.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size")
     parser.add_argument("--device", default=None, help="default: train.device")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, training=False)
     split = args.split or cfg.data.val_split
     out = args.out or Path(cfg.train.out_dir) / f"eval_{Path(split).stem}"
-    dataset, predictions = predict_split(cfg, args.checkpoint, split, args.batch_size, args.device)
+    dataset, predictions = predict_split(cfg, args.checkpoint, split, args.batch_size, args.device, progress=not args.quiet)
     write_predictions(predictions, out / "predictions")
     print(f"wrote {len(predictions)} prediction files to {out / 'predictions'}")
     if dataset.frames.load_labels:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from add3d.data.dataset import KittiDataset
 from add3d.data.depth_maps import lidar_depth_map, object_depth_map, write_depth_png
 from add3d.data.kitti import read_calib, read_image, read_label, read_velodyne
+from add3d.progress import progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else dataset.subset_dir / f"depth_{args.source}"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
-    for frame_id in tqdm(dataset.ids, desc=f"depth_{args.source}", unit="frame"):
+    for frame_id in progress(dataset.ids, total=len(dataset.ids), desc=f"depth_{args.source}", unit="frame"):
         target = out_dir / f"{frame_id}.png"
         if target.exists() and not args.overwrite:
             skipped += 1

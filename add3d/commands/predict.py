@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from add3d.data.kitti import read_image, write_label
 from add3d.data.own_images import calib_for, list_images, read_camera
+from add3d.progress import progress
 from add3d.viz.prediction_figure import save_prediction_figure
 
 
@@ -40,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
     threshold = cfg.model.score_threshold if args.score_threshold is None else args.score_threshold
     detector = load_detector(cfg, args.checkpoint, device)
     images = list_images(args.images)
+    cameras = [read_camera(calib_for(path, args.calib)) for path in images]  # all checked before any output
     args.out.mkdir(parents=True, exist_ok=True)
     total = 0
-    for path in tqdm(images, desc="predict", dynamic_ncols=True):
+    for path, calib in progress(zip(images, cameras), total=len(images), desc="predict", unit="image"):
         image = read_image(path)
-        calib = read_camera(calib_for(path, args.calib))
         objects = predict_image(detector, path.stem, image, calib, cfg, device, threshold)
         total += len(objects)
         write_label(args.out / f"{path.stem}.txt", objects)

@@ -1,12 +1,15 @@
-"""``add3d train CONFIG [key=value ...] [--resume [CHECKPOINT]]``.
+"""``add3d train CONFIG [key=value ...] [--resume [CHECKPOINT] | --force] [--quiet]``.
 
 Multi-GPU / multi-node: ``torchrun --nproc_per_node=N -m add3d train CONFIG`` (train.batch_size is
-the global batch). ``--resume`` alone continues from OUT_DIR/checkpoint_last.pth.
+the global batch). ``--resume`` alone continues from OUT_DIR/checkpoint_last.pth. A run folder that
+holds checkpoints is refused unless ``--resume`` or ``--force`` (the earlier run moves to
+OUT_DIR/previous_<n>/).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from add3d.engine.config import load_config
@@ -18,6 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides such as train.epochs=10 optim.lr=1e-3")
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
                         help="continue a run: a checkpoint path, or nothing for the run's checkpoint_last.pth")
+    parser.add_argument("--force", action="store_true",
+                        help="start afresh in a folder holding an earlier run (its files move to previous_<n>/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress and no per-epoch lines")
+
+
+def summary_line(summary: dict) -> str:
+    """What a finished run prints; no best value when nothing was validated."""
+    line = f"done: {summary['epochs']} epochs, {summary['steps']} steps"
+    if not summary["last_metrics"]:
+        line += "; not validated (train.eval_every: -1)"
+    elif math.isfinite(summary["best_metric"]):
+        line += f"; best {summary['best_metric_name']} = {summary['best_metric']:.2f}"
+    return line + f"; outputs in {summary['out_dir']}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,10 +46,9 @@ def run(args: argparse.Namespace) -> int:
         if not resume.is_file():
             raise Add3dError(f"--resume: no {trainer.LAST_CHECKPOINT} in {cfg.train.out_dir} to continue from")
     try:
-        summary = trainer.train(cfg, resume=resume)
+        summary = trainer.train(cfg, resume=resume, force=args.force, quiet=args.quiet)
     finally:
         distributed.shutdown_distributed()
     if summary["rank"] == 0:
-        print(f"done: {summary['epochs']} epochs, {summary['steps']} steps; best {summary['best_metric_name']} = "
-              f"{summary['best_metric']:.2f}; outputs in {summary['out_dir']}")
+        print(summary_line(summary))
     return 0

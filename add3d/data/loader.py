@@ -15,13 +15,19 @@ augmentation a sample draws travels with its index (:class:`EpochIndexSampler`) 
 
 from __future__ import annotations
 
+import re
+from typing import Iterator
+
 import cv2
 import torch
 from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
 from add3d.data.mono_dataset import MonoDataset, collate_batch
+from add3d.errors import Add3dError
 
+# The last line of a worker's traceback when it raised one of the project's errors.
+_WORKER_ERROR = re.compile(r"^add3d\.errors\.\w+: (.+)$", re.MULTILINE)
 DATA_THREADS = 1  # BLAS / OpenCV threads per process that computes samples
 
 
@@ -52,6 +58,30 @@ class EpochIndexSampler(Sampler):
         return len(self.sampler)
 
 
+class Add3dDataLoader(DataLoader):
+    """A DataLoader whose workers' :class:`Add3dError` reaches the caller as that one-line error.
+
+    PyTorch re-raises a worker's exception with the worker's whole traceback as its message (and
+    as a RuntimeError when the type cannot be rebuilt from one string, like DataFormatError), so a
+    bad label file would otherwise end in a traceback instead of its one-line message.
+    """
+
+    def __iter__(self) -> Iterator:
+        iterator = super().__iter__()
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except (Add3dError, RuntimeError) as error:
+                text = str(error)
+                found = _WORKER_ERROR.findall(text) if text.startswith("Caught ") and "DataLoader worker" in text else []
+                if not found:
+                    raise
+                raise Add3dError(found[-1]) from None
+            yield batch
+
+
 def build_loader(
     dataset: MonoDataset,
     batch_size: int,
@@ -69,7 +99,7 @@ def build_loader(
         limit_data_threads()
     drop_last = sampler is not None
     sampler = EpochIndexSampler(sampler if sampler is not None else SequentialSampler(dataset), dataset)
-    return DataLoader(
+    return Add3dDataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

@@ -13,11 +13,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from torch import Tensor, nn
 
 from add3d.distill.teacher_input import InputSpec, check_input_spec
 from add3d.errors import Add3dError, DataFormatError
+from add3d.fileio import load_torch_file
 from add3d.models import build_detector
 from add3d.models.pretrained import load_widened_state_dict
 
@@ -50,10 +50,7 @@ def read_teacher_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict |
     path = Path(path)
     if not path.is_file():
         raise Add3dError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle/zip errors of many kinds: report the file, not a traceback
-        raise DataFormatError(path, f"not a readable torch checkpoint ({error.__class__.__name__}: {error})") from error
+    checkpoint = load_torch_file(path)
     if isinstance(checkpoint, dict) and "model" in checkpoint and isinstance(checkpoint["model"], dict):
         return checkpoint["model"], checkpoint.get("input_spec")
     if isinstance(checkpoint, dict) and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):

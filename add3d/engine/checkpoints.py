@@ -16,7 +16,7 @@ import torch
 
 from add3d.distill.teacher_input import InputSpec, check_input_spec
 from add3d.errors import Add3dError, DataFormatError
-from add3d.fileio import atomic_save
+from add3d.fileio import atomic_save, load_torch_file
 
 REQUIRED_KEYS = ("model", "optimizer", "scheduler", "epoch", "rng", "config")
 
@@ -34,10 +34,7 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise Add3dError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # zip / unpickling errors come in many types; name the file instead
-        raise DataFormatError(path, f"not a readable checkpoint ({type(error).__name__}: {error})") from error
+    state = load_torch_file(path)
     if not isinstance(state, dict):
         raise DataFormatError(path, "not a training checkpoint (expected a dict)")
     return state
@@ -66,7 +63,12 @@ def load_detector_weights(detector: torch.nn.Module, path: str | Path, expected_
     checkpoint = load_checkpoint(path)
     expected_spec = expected_spec or InputSpec(kind="rgbd" if getattr(detector, "in_channels", 3) == 5 else "rgb")
     spec = check_input_spec(expected_spec, checkpoint.get("input_spec") if "model" in checkpoint else None, str(path))
-    state = _model_state(checkpoint, path)
+    load_weights_strictly(detector, _model_state(checkpoint, path), path)
+    return spec
+
+
+def load_weights_strictly(detector: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``detector.load_state_dict(state)``; a mismatch is one clear error naming the file and the first keys."""
     try:
         result = detector.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches, e.g. a 5-channel teacher into an RGB model
@@ -79,9 +81,8 @@ def load_detector_weights(detector: torch.nn.Module, path: str | Path, expected_
         raise Add3dError(
             f"{path}: weights do not match the configured model "
             f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); "
-            "check the config's model section (name, backbone, in_channels, num_classes)"
+            "check the config's model section (name, backbone, in_channels, classes)"
         )
-    return spec
 
 
 def module_extra_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -91,7 +92,7 @@ def module_extra_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def load_module_state(module: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
     """Restore a training module (``module.detector`` + its ``module_extra``) from a trainer checkpoint."""
-    module.detector.load_state_dict(checkpoint["model"])
+    load_weights_strictly(module.detector, checkpoint["model"], path)
     extra = checkpoint.get("module_extra", {})
     if extra:
         full = {**{f"detector.{k}": v for k, v in checkpoint["model"].items()}, **extra}

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from add3d.data.kitti import Object3D, write_label
 from add3d.data.loader import build_loader
@@ -27,6 +26,7 @@ from add3d.evaluation.kitti_eval import evaluate
 from add3d.fileio import atomic_path
 from add3d.geometry.calib import Calibration
 from add3d.models import build_detector
+from add3d.progress import progress as progress_bar
 
 
 def set_threads(threads: int | None) -> None:
@@ -64,15 +64,15 @@ def load_detector(cfg: Config, checkpoint: str | Path, device: torch.device) -> 
 
 
 def predict_split(cfg: Config, checkpoint: str | Path, split: str, batch_size: int | None = None,
-                  device_name: str | None = None) -> tuple[MonoDataset, dict[str, list[Object3D]]]:
-    """(dataset, detections by frame id) of a split."""
+                  device_name: str | None = None, progress: bool = True) -> tuple[MonoDataset, dict[str, list[Object3D]]]:
+    """(dataset, detections by frame id) of a split; ``progress=False`` reports nothing."""
     set_threads(cfg.train.threads)
     device = resolve_device(device_name, "--device") if device_name else resolve_device(cfg.train.device)
     detector = load_detector(cfg, checkpoint, device)
     dataset = build_mono_dataset(cfg.data, split, augment=False, with_depth=detector.input_spec.kind == "rgbd")
     loader = build_loader(dataset, batch_size or cfg.train.batch_size, cfg.train.workers)
     predictions = predict_loader(detector, loader, device, detector.input_spec, cfg.model.score_threshold,
-                                 description=f"predict {split}")
+                                 progress=progress, description=f"predict {split}")
     return dataset, predictions
 
 
@@ -119,7 +119,7 @@ def predict_loader(
     detector.eval()
     predictions: dict[str, list[Object3D]] = {}
     try:
-        for batch in tqdm(loader, desc=description, disable=not progress, leave=False, dynamic_ncols=True):
+        for batch in progress_bar(loader, total=len(loader), desc=description, enabled=progress, leave=False):
             batch = batch_to_device(batch, device)
             if transform is not None:
                 batch = transform(batch)

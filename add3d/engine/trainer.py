@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from add3d.data.loader import build_loader
 from add3d.data.mono_dataset import MonoDataset, batch_to_device, build_mono_dataset
@@ -58,10 +57,12 @@ from add3d.engine.inference import (
 from add3d.engine.modules import DetectorModule, input_spec_from_config, teacher_input_spec
 from add3d.engine.optim import build_optimizer, build_scheduler
 from add3d.engine.probes import depth_probes, format_probes
+from add3d.engine.run_folder import check_run_folder, discarded_if_no_checkpoint, move_earlier_run
 from add3d.engine.seed import capture_rng_state, restore_rng_state, seed_everything
 from add3d.errors import Add3dError
 from add3d.fileio import atomic_write_text
 from add3d.models import build_detector
+from add3d.progress import progress
 
 LAST_CHECKPOINT = "checkpoint_last.pth"
 RESERVED_LOG_NAMES = ("loss", "lr", "kind", "epoch", "step", "seconds")
@@ -210,11 +211,21 @@ class JsonLog:
 
 
 # ----- the loop -----------------------------------------------------------------------------------
-def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Module | None = None) -> dict:
+def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Module | None = None,
+          force: bool = False, quiet: bool = False) -> dict:
     """Train as configured; returns ``{"best_metric", "last_metrics", "out_dir"}``.
 
-    ``detector`` replaces ``build_detector(cfg.model)`` (tests use tiny detectors).
+    ``detector`` replaces ``build_detector(cfg.model)`` (tests use tiny detectors). A folder holding
+    an earlier run's checkpoints is refused unless ``resume`` or ``force`` (which moves that run's
+    files to ``OUT_DIR/previous_<n>/``); a run that fails before its first checkpoint leaves nothing
+    behind. ``quiet``: no progress and no per-epoch lines.
     """
+    check_run_folder(cfg.train.out_dir, resume, force)
+    with discarded_if_no_checkpoint(cfg.train.out_dir):
+        return _train(cfg, resume, detector, force, quiet)
+
+
+def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | None, force: bool, quiet: bool) -> dict:
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     ctx = init_distributed(device.type)
@@ -222,9 +233,6 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
         device = torch.device("cuda", ctx.local_rank)
     seed_everything(cfg.train.seed)
     out_dir = Path(cfg.train.out_dir)
-    if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
     log = JsonLog(out_dir / "train_log.jsonl" if ctx.is_main else None)
 
     # Data: every process gets batch_size / world_size samples of the same global order.
@@ -256,8 +264,14 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
     state = TrainState()
     if resume is not None:
         state = restore_checkpoint(resume, module, optimizer, scheduler, scaler)
-        if ctx.is_main:
+        if ctx.is_main and not quiet:
             print(f"resumed from {resume}: epoch {state.epoch}, step {state.step_in_epoch} of the epoch")
+    if ctx.is_main:  # set up without error: only now the run folder is touched
+        moved = move_earlier_run(out_dir) if force else None
+        if moved is not None and not quiet:
+            print(f"--force: the earlier run's files are now in {moved}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
     log.rewind(state if resume is not None else None)
     model = wrap_model(module, ctx, device, cfg.train.sync_batchnorm, cfg.train.find_unused_parameters)
     detector = unwrap_model(model).detector
@@ -282,8 +296,8 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
         model.train()
         sums: dict[str, float] = {}
         count, started = 0, time.time()
-        bar = tqdm(train_loader, total=steps_per_epoch, initial=state.step_in_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                   disable=not ctx.is_main, dynamic_ncols=True)
+        bar = progress(train_loader, total=steps_per_epoch, initial=state.step_in_epoch,
+                       desc=f"epoch {epoch + 1}/{cfg.train.epochs}", enabled=ctx.is_main and not quiet)
         for batch in bar:
             loss, logs = train_step(model, batch, optimizer, scaler, cfg, ctx, device, use_amp)
             state.step_in_epoch += 1
@@ -334,7 +348,8 @@ def train(cfg: Config, resume: str | Path | None = None, detector: torch.nn.Modu
                 for name, number in last_metrics.items():
                     if "/R40/" in name:
                         writer.add_scalar(f"val/{name}", number, state.epoch)
-            print(f"epoch {state.epoch}: {cfg.train.best_metric} = {value:.2f}; {format_probes(probes)}")
+            if not quiet:
+                print(f"epoch {state.epoch}: {cfg.train.best_metric} = {value:.2f}; {format_probes(probes)}")
             if value > state.best_metric:
                 state.best_metric = value
                 save(BEST_CHECKPOINT)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from add3d.errors import Add3dError
+from add3d.fileio import load_torch_file
 
 IMAGENET_URLS = {
     "dla34": "http://dl.yf.io/dla/models/imagenet/dla34-ba72cf86.pth",
@@ -72,11 +73,7 @@ def read_state_dict(source: str, backbone: str | None = None) -> dict[str, torch
     path = Path(source).expanduser()
     if not path.is_file():
         raise Add3dError(f"{path}: weights file not found")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise Add3dError(f"{path}: cannot read as a torch checkpoint ({type(error).__name__}: {error})") from None
-    return _unwrap(loaded, str(path))
+    return _unwrap(load_torch_file(path), str(path))
 
 
 def widen_input_conv(state_dict: dict[str, torch.Tensor], key: str, in_channels: int) -> dict[str, torch.Tensor]:

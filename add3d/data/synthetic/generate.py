@@ -8,7 +8,6 @@ depend on ``workers`` and the same seed gives the same 3D world at every image s
 from __future__ import annotations
 
 import multiprocessing
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from add3d.data.synthetic.render import RenderedFrame, render
 from add3d.data.synthetic.scene import Scene, sample_scene
 from add3d.errors import Add3dError
 from add3d.fileio import atomic_write_text
+from add3d.progress import progress as progress_bar
 
 GENERATOR_VERSION = 1
 TAN_HALF_FOV = 0.87  # KITTI's camera: (1242 - 609) / 721; fixed so scenes do not depend on the image size
@@ -142,8 +142,6 @@ def generate_dataset(
 
     Refuses a non-empty ``out_dir`` unless ``force`` (then files are overwritten in place).
     """
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     if frames < 1 or frames > 1_000_000:
         raise Add3dError(f"--frames must be between 1 and 1000000, got {frames}")
@@ -162,7 +160,7 @@ def generate_dataset(
 
     jobs = [(str(training_dir), seed, index, width, height) for index in range(frames)]
     counts: dict[str, int] = {}
-    bar = tqdm(total=frames, desc="synth", unit="frame", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=frames, desc="synth", unit="frame", enabled=progress)
     if workers == 1:
         results = map(_make_and_write, jobs)
         pool = None
