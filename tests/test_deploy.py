@@ -1,0 +1,137 @@
+"""ONNX export of every detector, run by onnxruntime against PyTorch: raw outputs and decoded
+KITTI result lines agree (add3d.deploy)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")  # installed by `make test` (the deploy extra); skip only as a fallback
+pytest.importorskip("onnxscript")
+
+from add3d.deploy.onnx_export import export_onnx, graph_output_names
+from add3d.deploy.onnx_metadata import DeployMetadata, metadata_from_config
+from add3d.deploy.onnx_runtime import OnnxDetector
+from add3d.engine.config import Config
+from add3d.errors import Add3dError, DataFormatError
+from add3d.models import build_detector
+from detector_scene import INPUT_SIZE, make_image, make_meta, small_config
+
+# The export contract covers each detector; MonoFlex with its deformable neck (ONNX DeformConv).
+DETECTORS = {
+    "monodle": {},
+    "gupnet": {},
+    "monoflex": {"deformable_neck": True},
+}
+
+
+def settle_batchnorm(detector: torch.nn.Module, seed: int = 1) -> None:
+    """Give BatchNorm running statistics of real activations (as a trained network has), so that
+    outputs have trained-like magnitudes instead of the identity statistics' large ones."""
+    for module in detector.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # cumulative average
+    detector.train()
+    meta = make_meta(2)
+    with torch.no_grad():
+        for i in range(2):
+            detector(make_image(2, seed=seed + i), None, meta=meta)
+    detector.eval()
+
+
+def build(name: str):
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model = small_config(name, score_threshold=0.05, **DETECTORS[name])
+    detector = build_detector(cfg.model)
+    settle_batchnorm(detector)
+    return cfg, detector
+
+
+@pytest.fixture(scope="module", params=list(DETECTORS))
+def exported(request, tmp_path_factory):
+    name = request.param
+    cfg, detector = build(name)
+    meta = make_meta(1)
+    names = graph_output_names(detector, make_image(1), meta["P2_input"])
+    metadata = metadata_from_config(cfg, detector.stride, names, INPUT_SIZE)
+    path = export_onnx(detector, tmp_path_factory.mktemp(name) / f"{name}.onnx", metadata)
+    return name, cfg, detector, path
+
+
+def test_raw_outputs_match_pytorch(exported):
+    name, _, detector, path = exported
+    runner = OnnxDetector(path, device="cpu")
+    assert runner.providers == ["CPUExecutionProvider"]
+    meta = make_meta(1)
+    image = make_image(1, seed=7)
+    with torch.no_grad():
+        reference = detector(image, None, meta=meta)
+    outputs = runner(image, None, meta=meta)
+    assert set(outputs) == set(reference) - {"features", "P2_input"}
+    for key, value in outputs.items():
+        expected = reference[key]
+        assert value.shape == expected.shape and value.dtype == expected.dtype, key
+        difference = (value.double() - expected.double()).abs().max().item() if value.numel() else 0.0
+        assert difference <= 1e-4, f"{name} {key}: max |onnxruntime - pytorch| = {difference:.3g}"
+
+
+def test_decoded_result_lines_are_identical(exported):
+    name, _, detector, path = exported
+    runner = OnnxDetector(path, device="cpu")
+    meta = make_meta(1)
+    image = make_image(1, seed=7)
+    with torch.no_grad():
+        expected = detector.decode(detector(image, None, meta=meta), meta)[0]
+    decoded = runner.decode(runner(image, None, meta=meta), meta)[0]
+    assert len(expected) >= 5, f"{name}: the test needs detections to compare, got {len(expected)}"
+    assert [o.to_line() for o in decoded] == [o.to_line() for o in expected]
+
+
+def test_metadata_says_what_a_consumer_needs(exported):
+    name, cfg, detector, path = exported
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    metadata = DeployMetadata.from_props(props, path)
+    assert metadata.detector == name and metadata.classes == ["Car", "Pedestrian", "Cyclist"]
+    assert metadata.input_size == list(INPUT_SIZE) and metadata.input_kind == "rgb"
+    assert metadata.mean == pytest.approx([0.485, 0.456, 0.406]) and metadata.std == pytest.approx([0.229, 0.224, 0.225])
+    assert metadata.score_threshold == pytest.approx(0.05) and metadata.top_k == 50 and metadata.stride == 4
+    assert metadata.model_config == dataclasses.asdict(cfg.model)
+    assert [o.name for o in model.graph.output] == metadata.outputs
+    assert [i.name for i in model.graph.input] == ["image", "P2_input"]
+    assert not list(path.parent.glob("*.data")), "the file must be self-contained (no external weights)"
+    if name == "monoflex":
+        assert "DeformConv" in {node.op_type for node in model.graph.node}
+
+
+def test_deformable_neck_below_opset_19_is_a_clear_error(tmp_path):
+    cfg, detector = build("monoflex")
+    metadata = metadata_from_config(cfg, 4, graph_output_names(detector, make_image(1), make_meta(1)["P2_input"]), INPUT_SIZE)
+    with pytest.raises(Add3dError, match=r"DeformConv.*opset >= 19.*model.deformable_neck: false"):
+        export_onnx(detector, tmp_path / "m.onnx", metadata, opset=18)
+    assert not list(tmp_path.iterdir()), "nothing half-written"
+
+
+def test_runtime_rejects_foreign_files_and_wrong_shapes(exported, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["out"])], "g",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1])])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(foreign))
+    with pytest.raises(DataFormatError, match="no add3d metadata"):
+        OnnxDetector(foreign)
+    (tmp_path / "broken.onnx").write_bytes(b"not onnx")
+    with pytest.raises(DataFormatError, match="broken.onnx: onnxruntime cannot load"):
+        OnnxDetector(tmp_path / "broken.onnx")
+    runner = OnnxDetector(exported[3], device="cpu")
+    with pytest.raises(Add3dError, match="export size"):
+        runner(torch.zeros(1, 3, 64, 320), None, meta=make_meta(1))
