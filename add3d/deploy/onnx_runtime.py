@@ -111,6 +111,57 @@ class OnnxDetector:
             self._decoder = build_detector(dict(self.metadata.model_config)).eval()
         return self._decoder
 
+    def config(self):
+        """An engine Config with this file's model section and input size, to preprocess images exactly
+        as the exported detector was fed (``data.input_size``; classes from the model)."""
+        from add3d.engine.config import config_from_dict
+
+        metadata = self.metadata
+        content = {"model": dict(metadata.model_config),
+                   "data": {"input_size": list(metadata.input_size), "classes": list(metadata.classes)},
+                   "teacher": {"depth_scale": metadata.depth_scale}}
+        return config_from_dict(content, f"{self.path} (metadata)")
+
     def decode(self, outputs: dict[str, torch.Tensor], meta: dict, score_threshold: float | None = None, top_k: int | None = None):
         meta = {key: value.cpu() if isinstance(value, torch.Tensor) else value for key, value in meta.items()}
         return self.decoder.decode(outputs, meta, score_threshold=score_threshold, top_k=top_k)
+
+
+def max_output_differences(detector: torch.nn.Module, runner: OnnxDetector, image: torch.Tensor, meta: dict) -> dict[str, float]:
+    """max |onnxruntime - PyTorch| of every graph output on one input: how faithful the export is."""
+    was_training = detector.training
+    detector.eval()
+    try:
+        with torch.no_grad():
+            expected = detector(image, None, meta=meta)
+    finally:
+        detector.train(was_training)
+    outputs = runner(image.cpu(), None, meta={key: value.cpu() if isinstance(value, torch.Tensor) else value
+                                              for key, value in meta.items()})
+    differences = {}
+    for name, value in outputs.items():
+        reference = expected[name].detach().cpu()
+        if value.shape != reference.shape:
+            raise Add3dError(f"output {name}: onnxruntime shape {tuple(value.shape)}, PyTorch {tuple(reference.shape)}")
+        differences[name] = float((value.double() - reference.double()).abs().max()) if value.numel() else 0.0
+    return differences
+
+
+def predict_split_onnx(runner: OnnxDetector, root: str | Path, split: str, workers: int = 0, progress: bool = True):
+    """(dataset, detections by frame id) of a split of the KITTI folder ``root``, preprocessed at the
+    file's input size exactly as ``add3d eval`` preprocesses for a checkpoint."""
+    import dataclasses
+
+    from add3d.data.loader import build_loader
+    from add3d.data.mono_dataset import build_mono_dataset
+    from add3d.engine.inference import predict_loader
+
+    data = dataclasses.replace(runner.config().data, root=str(root))
+    dataset = build_mono_dataset(data, split, augment=False, with_depth=False)
+    loader = build_loader(dataset, runner.metadata.batch_size, workers)
+    if len(dataset) % runner.metadata.batch_size:
+        raise Add3dError(f"{runner.path.name} was exported for batches of {runner.metadata.batch_size}; split "
+                         f"'{split}' has {len(dataset)} frames (re-export with --batch-size 1)")
+    predictions = predict_loader(runner, loader, torch.device("cpu"), runner.metadata.input_kind, runner.metadata.depth_scale,
+                                 progress=progress, description=f"predict {split} (onnxruntime)")
+    return dataset, predictions
