@@ -14,14 +14,17 @@ from types import ModuleType
 
 from add3d import __version__
 from add3d.commands import (
+    benchmark_inference,
     demo,
     eval_kitti,
     evaluate,
+    export_onnx,
     export_submission,
     import_monodle,
     make_depth,
     predict,
     show_frame,
+    show_predictions,
     synth,
     train,
 )
@@ -37,6 +40,9 @@ COMMANDS: list[tuple[str, ModuleType, str]] = [
     ("eval", evaluate, "predict a split with a checkpoint; write KITTI results and the metric table"),
     ("predict", predict, "3D detection on your own images (KITTI txt, optional drawings)"),
     ("export-submission", export_submission, "zip test-split predictions for the KITTI server"),
+    ("export-onnx", export_onnx, "export a checkpoint's detector to ONNX (metadata for consumers, checked against PyTorch)"),
+    ("benchmark-inference", benchmark_inference, "latency and images/s of PyTorch eager / compiled / onnxruntime as JSON"),
+    ("show-predictions", show_predictions, "predictions vs labels of a split, worst frames first: pictures + HTML gallery"),
     ("eval-kitti", eval_kitti, "official KITTI AP (2D/BEV/3D/AOS, R11+R40) of a prediction folder"),
     ("import-monodle", import_monodle, "convert a released MonoDLE checkpoint (xinzhuma/monodle) to add3d weights"),
 ]

@@ -3,7 +3,10 @@ KITTI result lines agree (add3d.deploy)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import re
 
 import numpy as np
 import pytest
@@ -53,17 +56,29 @@ def build(name: str):
 
 @pytest.fixture(scope="module", params=list(DETECTORS))
 def exported(request, tmp_path_factory):
+    """A checkpoint of a small detector (settled BatchNorm, untrained heads) and its `add3d export-onnx` file."""
+    from add3d.cli import main
+    from add3d.engine.checkpoints import save_checkpoint
+    from add3d.engine.config import config_to_dict
+
     name = request.param
     cfg, detector = build(name)
-    meta = make_meta(1)
-    names = graph_output_names(detector, make_image(1), meta["P2_input"])
-    metadata = metadata_from_config(cfg, detector.stride, names, INPUT_SIZE)
-    path = export_onnx(detector, tmp_path_factory.mktemp(name) / f"{name}.onnx", metadata)
-    return name, cfg, detector, path
+    cfg.data.input_size = list(INPUT_SIZE)
+    folder = tmp_path_factory.mktemp(name)
+    checkpoint = folder / "checkpoint.pth"
+    save_checkpoint(checkpoint, {"model": detector.state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 0,
+                                 "rng": {}, "config": config_to_dict(cfg)})
+    path = folder / f"{name}.onnx"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(path)]) == 0
+    assert f"wrote {path} ({name}, input 96x320, opset 19" in printed.getvalue()
+    assert re.search(r"onnxruntime vs PyTorch: max \|difference\| [0-9.e-]+ \(", printed.getvalue())
+    return name, cfg, detector, path, checkpoint
 
 
 def test_raw_outputs_match_pytorch(exported):
-    name, _, detector, path = exported
+    name, _, detector, path, _ = exported
     runner = OnnxDetector(path, device="cpu")
     assert runner.providers == ["CPUExecutionProvider"]
     meta = make_meta(1)
@@ -80,7 +95,7 @@ def test_raw_outputs_match_pytorch(exported):
 
 
 def test_decoded_result_lines_are_identical(exported):
-    name, _, detector, path = exported
+    name, _, detector, path, _ = exported
     runner = OnnxDetector(path, device="cpu")
     meta = make_meta(1)
     image = make_image(1, seed=7)
@@ -92,7 +107,7 @@ def test_decoded_result_lines_are_identical(exported):
 
 
 def test_metadata_says_what_a_consumer_needs(exported):
-    name, cfg, detector, path = exported
+    name, cfg, detector, path, _ = exported
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -135,3 +150,65 @@ def test_runtime_rejects_foreign_files_and_wrong_shapes(exported, tmp_path):
     runner = OnnxDetector(exported[3], device="cpu")
     with pytest.raises(Add3dError, match="export size"):
         runner(torch.zeros(1, 3, 64, 320), None, meta=make_meta(1))
+
+
+# ----- the commands: export-onnx, predict --onnx, benchmark-inference ---------------------------------
+
+
+def result_numbers(folder):
+    from add3d.data.kitti import read_label
+
+    rows = {}
+    for path in sorted(folder.glob("*.txt")):
+        rows[path.stem] = [(o.cls_type, np.array([o.alpha, *o.box2d, *o.dims, *o.location, o.rotation_y, o.score]))
+                           for o in read_label(path)]
+    return rows
+
+
+def test_predict_onnx_gives_the_checkpoints_lines_on_real_frames(exported, kitti_mini_copy, tmp_path):
+    from add3d.cli import main
+
+    *_, onnx_path, checkpoint = exported
+    images, calib = kitti_mini_copy / "training" / "image_2", kitti_mini_copy / "training" / "calib"
+    common = ["--images", str(images), "--calib", str(calib), "--score-threshold", "0.05"]
+    assert main(["predict", "--checkpoint", str(checkpoint), *common, "--out", str(tmp_path / "torch"), "--device", "cpu"]) == 0
+    assert main(["predict", "--onnx", str(onnx_path), *common, "--out", str(tmp_path / "onnx"), "--device", "cpu"]) == 0
+    expected, got = result_numbers(tmp_path / "torch"), result_numbers(tmp_path / "onnx")
+    assert sorted(got) == ["000000", "000001", "000002"] == sorted(expected)
+    assert sum(len(rows) for rows in expected.values()) >= 5, "the comparison needs detections"
+    for frame_id, rows in expected.items():
+        assert [cls for cls, _ in got[frame_id]] == [cls for cls, _ in rows], frame_id
+        for (_, a), (_, b) in zip(got[frame_id], rows):
+            np.testing.assert_allclose(a, b, atol=0.01 + 1e-9, err_msg=frame_id)
+
+
+def test_export_onnx_refuses_to_overwrite_and_checks_sizes(exported, tmp_path, capsys):
+    from add3d.cli import main
+
+    checkpoint = exported[4]
+    target = tmp_path / "model.onnx"
+    target.write_text("keep me")
+    assert main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(target)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err and target.read_text() == "keep me"
+    assert main(["export-onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b.onnx"), "--input-size", "100", "320"]) == 2
+    assert "multiples of 32" in capsys.readouterr().err and not (tmp_path / "b.onnx").exists()
+
+
+def test_benchmark_inference_reports_json(exported, tmp_path, capsys):
+    import json
+
+    from add3d.cli import main
+
+    *_, onnx_path, checkpoint = exported
+    report_path = tmp_path / "bench.json"
+    assert main(["benchmark-inference", "--checkpoint", str(checkpoint), "--onnx", str(onnx_path), "--backends", "eager,onnxruntime",
+                 "--warmup", "1", "--repeats", "2", "--device", "cpu", "--out", str(report_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads(report_path.read_text())
+    assert report["input_size"] == list(INPUT_SIZE) and report["device"] == "cpu" and report["batch_size"] == 1
+    results = report["results"]
+    assert set(results) == {"pytorch_eager", "onnxruntime", "decode"}
+    for name in results:
+        assert results[name]["available"] and results[name]["latency_ms"]["median"] > 0
+        assert results[name]["images_per_s"] == pytest.approx(1000.0 / results[name]["latency_ms"]["median"], rel=1e-3)
+    assert results["onnxruntime"]["providers"] == ["CPUExecutionProvider"]

@@ -12,8 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from add3d.deploy.benchmark import BACKENDS
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint written by add3d train")
@@ -21,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="default: the ONNX file's, else the config's data.input_size")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (PyTorch and onnxruntime)")
-    parser.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated subset of {','.join(BACKENDS)}")
+    parser.add_argument("--backends", default=None, help="comma-separated subset of eager,compiled,onnxruntime (default: all)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
@@ -36,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from add3d.deploy.benchmark import benchmark_inference
+    from add3d.deploy.benchmark import BACKENDS, benchmark_inference
     from add3d.deploy.export_checkpoint import export_checkpoint
     from add3d.deploy.onnx_runtime import OnnxDetector
     from add3d.engine.inference import load_detector, predict_config, resolve_device
@@ -49,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise Add3dError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    backends = tuple(name.strip() for name in args.backends.split(",") if name.strip())
+    backends = tuple(name.strip() for name in args.backends.split(",") if name.strip()) if args.backends else BACKENDS
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory(prefix="add3d_benchmark_") as scratch:
         runner = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from add3d.deploy.onnx_export import DEFAULT_OPSET
+from add3d.deploy.onnx_metadata import DEFAULT_OPSET
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from add3d.deploy.onnx_export import DEFAULT_OPSET, example_camera, export_onnx, graph_output_names
-from add3d.deploy.onnx_metadata import metadata_from_config
+from add3d.deploy.onnx_export import example_camera, export_onnx, graph_output_names
+from add3d.deploy.onnx_metadata import DEFAULT_OPSET, metadata_from_config
 from add3d.deploy.onnx_runtime import OnnxDetector, max_output_differences
 from add3d.errors import Add3dError
 

@@ -22,13 +22,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from add3d.deploy.onnx_metadata import INPUT_NAMES, DeployMetadata
+from add3d.deploy.onnx_metadata import DEFAULT_OPSET, INPUT_NAMES, DeployMetadata
 from add3d.errors import Add3dError
 from add3d.fileio import atomic_path
 
-DEFAULT_OPSET = 19  # DeformConv first appears in opset 19; RoiAlign (GUPNet) needs >= 16
 MIN_OPSET = 18  # the exporter's operator library is written against opset 18
-DEFORM_CONV_OPSET = 19
+DEFORM_CONV_OPSET = 19  # RoiAlign (GUPNet) needs >= 16, below MIN_OPSET
 # Outputs that stay out of the graph: the neck features (only distillation reads them) and
 # MonoFlex's pass-through of the camera input.
 NOT_EXPORTED = ("features", "P2_input")

@@ -16,6 +16,7 @@ from typing import Any
 
 from add3d.errors import DataFormatError
 
+DEFAULT_OPSET = 19  # DeformConv (MonoFlex's deformable neck) first appears in opset 19
 FORMAT_VERSION = "1"  # bump when the graph's inputs/outputs or these keys change meaning
 KEY_PREFIX = "add3d."
 # The graph's inputs, in order. ``P2_input`` is the camera of the network-input image (3 x 4, the
