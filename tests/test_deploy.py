@@ -26,7 +26,6 @@ from detector_scene import INPUT_SIZE, make_image, make_meta, small_config
 # The export contract covers each detector; MonoFlex with its deformable neck (ONNX DeformConv).
 DETECTORS = {
     "monodle": {},
-    "gupnet": {},
     "monoflex": {"deformable_neck": True},
 }
 
@@ -114,7 +113,7 @@ def test_metadata_says_what_a_consumer_needs(exported):
     props = {p.key: p.value for p in model.metadata_props}
     metadata = DeployMetadata.from_props(props, path)
     assert metadata.detector == name and metadata.classes == ["Car", "Pedestrian", "Cyclist"]
-    assert metadata.input_size == list(INPUT_SIZE) and metadata.input_kind == "rgb"
+    assert metadata.input_size == list(INPUT_SIZE) and metadata.input_kind == "rgb" and metadata.input_spec == {"kind": "rgb"}
     assert metadata.mean == pytest.approx([0.485, 0.456, 0.406]) and metadata.std == pytest.approx([0.229, 0.224, 0.225])
     assert metadata.score_threshold == pytest.approx(0.05) and metadata.top_k == 50 and metadata.stride == 4
     assert metadata.model_config == dataclasses.asdict(cfg.model)
@@ -127,7 +126,10 @@ def test_metadata_says_what_a_consumer_needs(exported):
 
 def test_deformable_neck_below_opset_19_is_a_clear_error(tmp_path):
     cfg, detector = build("monoflex")
-    metadata = metadata_from_config(cfg, 4, graph_output_names(detector, make_image(1), make_meta(1)["P2_input"]), INPUT_SIZE)
+    from add3d.distill.teacher_input import InputSpec
+
+    names = graph_output_names(detector, make_image(1), make_meta(1)["P2_input"])
+    metadata = metadata_from_config(cfg, InputSpec(), 4, names, INPUT_SIZE)
     with pytest.raises(Add3dError, match=r"DeformConv.*opset >= 19.*model.deformable_neck: false"):
         export_onnx(detector, tmp_path / "m.onnx", metadata, opset=18)
     assert not list(tmp_path.iterdir()), "nothing half-written"

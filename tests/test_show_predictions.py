@@ -30,7 +30,7 @@ def test_review_matches_by_class_and_iou_and_counts_errors():
         box("Car", 298, 29.0, 0.8),  # matches the second car, -1 m
         box("Cyclist", 500, 10.0, 0.7),  # right place, wrong class: a false positive, the pedestrian is missed
         box("Car", 710, 40.0, 0.6),  # inside the DontCare region: not counted
-        box("Car", 101, 25.0, 0.5),  # a duplicate of the first car: a false positive
+        box("Car", 104, 25.0, 0.5),  # a worse-overlapping duplicate of the first car: a false positive
     ]
     review = review_frame("000007", labels, predictions, CLASSES)
     assert review.matches == [(0, 0), (1, 1)]

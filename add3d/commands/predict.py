@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         if args.config is not None or args.overrides:
             raise Add3dError("--onnx takes its settings from the file's metadata; --config and overrides apply to --checkpoint")
         detector = OnnxDetector(args.onnx, device=args.device or "auto")
+        detector.require_rgb()
         cfg, device = detector.config(), torch.device("cpu")  # onnxruntime takes host arrays
     else:
         cfg = predict_config(args.checkpoint, args.config, args.overrides)

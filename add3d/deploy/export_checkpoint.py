@@ -43,7 +43,7 @@ def export_checkpoint(
     image = torch.randn(batch_size, detector.in_channels, *size, generator=generator)
     camera = example_camera(size, batch_size)
     names = graph_output_names(detector, image, camera)
-    export_onnx(detector, out, metadata_from_config(cfg, detector.stride, names, size, batch_size), opset)
+    export_onnx(detector, out, metadata_from_config(cfg, detector.input_spec, detector.stride, names, size, batch_size), opset)
     runner = OnnxDetector(out, device="cpu")
     differences = max_output_differences(detector, runner, image, {"P2_input": camera})
     return {"detector": cfg.model.name, "input_size": list(size), "outputs": names,

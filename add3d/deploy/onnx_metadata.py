@@ -29,7 +29,7 @@ class DeployMetadata:
     detector: str  # monodle | gupnet | monoflex
     classes: list[str]
     input_size: list[int]  # (height, width) of the network input
-    input_kind: str  # rgb (students, baselines) | rgbd (depth teachers: RGB + depth / depth_scale + validity)
+    input_kind: str  # rgb (students, baselines) | rgbd (depth teachers: RGB + encoded depth + validity)
     mean: list[float]  # image = (rgb / 255 - mean) / std, channel order R, G, B, layout N x C x H x W
     std: list[float]
     score_threshold: float  # on the heatmap score, as the detector's decode applies it
@@ -37,7 +37,7 @@ class DeployMetadata:
     stride: int  # feature-map pixels -> network-input pixels
     outputs: list[str]  # graph output names, in order
     model_config: dict[str, Any]  # the model section (models.config.ModelConfig) the graph was built from
-    depth_scale: float = 80.0  # rgbd inputs only
+    input_spec: dict[str, Any] = dataclasses.field(default_factory=lambda: {"kind": "rgb"})  # distill.teacher_input.InputSpec
     batch_size: int = 1
     add3d_version: str = ""
 
@@ -71,12 +71,12 @@ class DeployMetadata:
         return cls(**values)
 
 
-def metadata_from_config(cfg, stride: int, output_names: list[str], input_size: tuple[int, int], batch_size: int = 1) -> DeployMetadata:
-    """The metadata of a graph exported from a detector (of feature ``stride``) configured by ``cfg``
-    (an engine.config.Config)."""
+def metadata_from_config(cfg, spec, stride: int, output_names: list[str], input_size: tuple[int, int],
+                         batch_size: int = 1) -> DeployMetadata:
+    """The metadata of a graph exported from a detector (of feature ``stride``, trained on input
+    ``spec``, a distill.teacher_input.InputSpec) configured by ``cfg`` (an engine.config.Config)."""
     from add3d import __version__
     from add3d.data.mono_dataset import IMAGENET_MEAN, IMAGENET_STD
-    from add3d.engine.modules import input_kind
     from add3d.models import ModelConfig
 
     model = cfg.model
@@ -86,7 +86,7 @@ def metadata_from_config(cfg, stride: int, output_names: list[str], input_size: 
         detector=model.name,
         classes=list(model.classes),
         input_size=[int(input_size[0]), int(input_size[1])],
-        input_kind=input_kind(model),
+        input_kind=spec.kind,
         mean=[float(v) for v in IMAGENET_MEAN],
         std=[float(v) for v in IMAGENET_STD],
         score_threshold=float(model.score_threshold),
@@ -94,7 +94,7 @@ def metadata_from_config(cfg, stride: int, output_names: list[str], input_size: 
         stride=int(stride),
         outputs=list(output_names),
         model_config=model_dict,
-        depth_scale=float(cfg.teacher.depth_scale),
+        input_spec=spec.to_dict(),
         batch_size=int(batch_size),
         add3d_version=__version__,
     )

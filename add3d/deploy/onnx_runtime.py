@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from add3d.deploy.onnx_metadata import INPUT_NAMES, DeployMetadata
+from add3d.distill.teacher_input import InputSpec
 from add3d.errors import Add3dError, DataFormatError
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -73,11 +74,17 @@ class OnnxDetector:
             raise DataFormatError(self.path, f"graph inputs are {graph_inputs}, expected {list(INPUT_NAMES)}")
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.providers = self.session.get_providers()
+        self.input_spec = InputSpec.from_dict(dict(self.metadata.input_spec), str(self.path))
         self._decoder = None
 
     @property
     def device(self) -> str:
         return "cuda" if self.providers and self.providers[0] == CUDA_PROVIDER else "cpu"
+
+    def require_rgb(self) -> None:
+        """Predicting runs RGB detectors; a depth teacher's graph also needs encoded depth."""
+        if self.input_spec.kind != "rgb":
+            raise Add3dError(f"{self.path.name} is a depth teacher (input {self.input_spec.kind}); predict runs RGB detectors")
 
     def eval(self) -> "OnnxDetector":
         return self
@@ -118,8 +125,7 @@ class OnnxDetector:
 
         metadata = self.metadata
         content = {"model": dict(metadata.model_config),
-                   "data": {"input_size": list(metadata.input_size), "classes": list(metadata.classes)},
-                   "teacher": {"depth_scale": metadata.depth_scale}}
+                   "data": {"input_size": list(metadata.input_size), "classes": list(metadata.classes)}}
         return config_from_dict(content, f"{self.path} (metadata)")
 
     def decode(self, outputs: dict[str, torch.Tensor], meta: dict, score_threshold: float | None = None, top_k: int | None = None):
@@ -156,12 +162,13 @@ def predict_split_onnx(runner: OnnxDetector, root: str | Path, split: str, worke
     from add3d.data.mono_dataset import build_mono_dataset
     from add3d.engine.inference import predict_loader
 
+    runner.require_rgb()
     data = dataclasses.replace(runner.config().data, root=str(root))
     dataset = build_mono_dataset(data, split, augment=False, with_depth=False)
     loader = build_loader(dataset, runner.metadata.batch_size, workers)
     if len(dataset) % runner.metadata.batch_size:
         raise Add3dError(f"{runner.path.name} was exported for batches of {runner.metadata.batch_size}; split "
                          f"'{split}' has {len(dataset)} frames (re-export with --batch-size 1)")
-    predictions = predict_loader(runner, loader, torch.device("cpu"), runner.metadata.input_kind, runner.metadata.depth_scale,
-                                 progress=progress, description=f"predict {split} (onnxruntime)")
+    predictions = predict_loader(runner, loader, torch.device("cpu"), progress=progress,
+                                 description=f"predict {split} (onnxruntime)")
     return dataset, predictions

@@ -25,7 +25,7 @@ import numpy as np
 from add3d.data.kitti import Object3D
 from add3d.distill.teacher_input import InputSpec
 from add3d.engine.inference import predict_loader
-from add3d.geometry.boxes import box2d_iou
+from add3d.evaluation.box_matching import match_by_iou
 
 PROBE_GAIN = 1.2
 MIN_IOU = 0.5
@@ -43,14 +43,7 @@ def match_depths(ground_truth: dict[str, list[Object3D]], predictions: dict[str,
             found = [o for o in detections if o.cls_type == cls]
             if not truth or not found:
                 continue
-            iou = box2d_iou(np.stack([o.box2d for _, o in truth]), np.stack([o.box2d for o in found]))
-            pairs = sorted(((iou[a, b], a, b) for a, b in zip(*np.nonzero(iou >= min_iou))), reverse=True)
-            used_truth, used_found = set(), set()
-            for _, a, b in pairs:
-                if a in used_truth or b in used_found:
-                    continue
-                used_truth.add(a)
-                used_found.add(b)
+            for a, b in match_by_iou(np.stack([o.box2d for _, o in truth]), np.stack([o.box2d for o in found]), min_iou):
                 index, label = truth[a]
                 matches[(frame_id, index)] = (float(label.location[2]), float(found[b].location[2]))
     return matches

@@ -1,8 +1,8 @@
 """Per-frame errors of a detector, to look at its worst frames first (``add3d show-predictions``).
 
-Each labelled object of an evaluated class is matched to at most one prediction of the same class:
-greedily by descending score, to the unmatched label of highest 2D IoU if that IoU is at least
-``min_iou`` (0.5, KITTI's moderate 2D overlap for every class). A matched object has a depth error
+Each labelled object of an evaluated class is matched to at most one prediction of the same class
+with 2D IoU >= ``min_iou`` (0.5), greedily highest IoU first (evaluation.box_matching, as the depth
+probes match). A matched object has a depth error
 (predicted minus labelled rect z of the bottom centre, metres); unmatched labels are *missed*,
 unmatched predictions *false positives*. This is a reviewing aid, not the KITTI metric
 (add3d.evaluation.kitti_eval): no difficulty levels, DontCare regions only excuse predictions.
@@ -16,7 +16,7 @@ import numpy as np
 
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
-from add3d.geometry.boxes import box2d_iou
+from add3d.evaluation.box_matching import match_by_iou
 
 ORDERS = ("missed", "depth")
 
@@ -52,19 +52,17 @@ def review_frame(frame_id: str, labels: list[Object3D], predictions: list[Object
     dont_care = [o for o in labels if o.cls_type == "DontCare"]
     kept = [o for o in predictions if o.cls_type in classes and (o.score is None or o.score >= min_score)]
     review = FrameReview(frame_id, ground_truth, kept)
-    taken: set[int] = set()
-    order = sorted(range(len(kept)), key=lambda i: -(kept[i].score or 0.0))
-    ious = box2d_iou(np.array([o.box2d for o in kept]).reshape(-1, 4), np.array([o.box2d for o in ground_truth]).reshape(-1, 4))
-    for p in order:
-        candidates = [g for g in range(len(ground_truth))
-                      if g not in taken and ground_truth[g].cls_type == kept[p].cls_type and ious[p, g] >= min_iou]
-        if candidates:
-            best = max(candidates, key=lambda g: ious[p, g])
-            taken.add(best)
-            review.matches.append((best, p))
-        elif not _inside_dont_care(kept[p], dont_care):
-            review.false_positives.append(p)
-    review.missed = [g for g in range(len(ground_truth)) if g not in taken]
+    for cls in classes:
+        truth = [i for i, o in enumerate(ground_truth) if o.cls_type == cls]
+        found = [i for i, o in enumerate(kept) if o.cls_type == cls]
+        pairs = match_by_iou(np.array([ground_truth[i].box2d for i in truth]), np.array([kept[i].box2d for i in found]), min_iou)
+        review.matches += [(truth[a], found[b]) for a, b in pairs]
+    review.matches.sort()
+    matched_labels = {g for g, _ in review.matches}
+    matched_predictions = {p for _, p in review.matches}
+    review.missed = [g for g in range(len(ground_truth)) if g not in matched_labels]
+    review.false_positives = [p for p in range(len(kept))
+                              if p not in matched_predictions and not _inside_dont_care(kept[p], dont_care)]
     return review
 
 

@@ -42,8 +42,8 @@ def write_gallery(path: str | Path, reviews: list[FrameReview], pictures: dict[s
 <body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(summary)}</p>
-<p>Worst frames first ({ordering}). A prediction is <i>found</i> when it overlaps a label of its class with
-2D IoU &ge; 0.5; depth error = predicted - labelled depth (metres). Pictures: labels white (missed: red),
+<p>Worst frames first ({ordering}). A label is <i>found</i> when a prediction of its class overlaps it with
+2D IoU &ge; 0.5 (one-to-one, highest IoU first); depth error = predicted - labelled depth (metres). Pictures: labels white (missed: red),
 predictions in class colours with their score; bird's-eye view coloured by depth error.</p>
 <table>
 <tr><th>#</th><th>frame</th><th>labelled</th><th>found</th><th>missed</th><th>false positives</th>
