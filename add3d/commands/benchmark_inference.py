@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     backends = tuple(name.strip() for name in args.backends.split(",") if name.strip()) if args.backends else BACKENDS
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     with tempfile.TemporaryDirectory(prefix="add3d_benchmark_") as scratch:
         runner = None
         onnx_path = args.onnx
