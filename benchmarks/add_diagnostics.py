@@ -28,11 +28,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from add3d.data.mono_dataset import build_mono_dataset
-from add3d.engine.checkpoints import load_checkpoint, load_module_state
-from add3d.engine.inference import load_detector
-from add3d.engine.config import load_config
 from add3d.data.loader import build_loader
+from add3d.data.mono_dataset import build_mono_dataset
+from add3d.distill.wrapper import student_gradient_norms
+from add3d.engine.checkpoints import load_checkpoint, load_module_state
+from add3d.engine.config import load_config
+from add3d.engine.inference import load_detector
 from add3d.engine.modules import detector_input
 from add3d.engine.probes import depth_probes
 from add3d.engine.trainer import build_training_module
@@ -98,14 +99,7 @@ def gradient_shares(run: Path, batches: int) -> dict:
     module.train()
     dataset = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=0)
     loader = iter(build_loader(dataset, cfg.train.batch_size, 0))
-    student = [p for p in module.detector.parameters() if p.requires_grad]
-    norms: dict[str, float] = {}
-    for _ in range(batches):
-        terms, _ = module.loss_terms(next(loader))  # each term already carries its config weight
-        for name, value in terms.items():
-            grads = torch.autograd.grad(value, student, retain_graph=True, allow_unused=True)
-            norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)).item()
-            norms[name] = norms.get(name, 0.0) + norm / batches
+    norms = student_gradient_norms(module, (next(loader) for _ in range(batches)))  # terms carry their weights
     return {name: round(value, 4) for name, value in norms.items()}
 
 

@@ -17,7 +17,7 @@ from add3d.distill.config import DistillConfig
 from add3d.distill.config import TeacherConfig
 from add3d.distill.teacher_input import InputSpec, make_teacher_input
 from add3d.distill.teacher import init_teacher_from_rgb, teacher_model_config
-from add3d.distill.wrapper import DistillationModule, build_distillation_module
+from add3d.distill.wrapper import DistillationModule, balance_weights, build_distillation_module, student_gradient_norms
 from add3d.errors import Add3dError
 
 B, H, W, M, C = 2, 32, 64, 6, 3  # batch, input size, object slots, classes
@@ -169,6 +169,26 @@ def test_loss_weights_scale_the_terms():
     assert torch.equal(sum(terms.values()), loss)
     assert torch.allclose(terms["distill_feature"], 3.0 * logs["distill_feature"])
     assert all(term.requires_grad for term in terms.values())
+
+
+def test_auto_balance_gives_each_term_the_target_gradient_share_and_leaves_training_state_alone():
+    cfg = DistillConfig(depth_bins=8, ffn_channels=32, pool=2, response_regression_weight=0.0)
+    module = make_module(cfg).train()
+    batches = [make_batch(seed=s) for s in range(2)]
+    before = copy.deepcopy(module.state_dict())
+    rng = torch.get_rng_state()
+    weights = balance_weights(module, batches, target=0.2)
+    assert weights["distill_response_regression"] == 0.0  # a term switched off stays off
+    assert torch.equal(torch.get_rng_state(), rng)
+    for key, value in module.state_dict().items():
+        if key != "loss_weights":
+            assert torch.equal(value, before[key]), key
+    norms = student_gradient_norms(module, batches)
+    for name in ("distill_feature", "distill_object", "distill_response_heatmap"):
+        assert norms[name] / norms["detection"] == pytest.approx(0.2, rel=1e-3), name
+    assert list(module.loss_weights) == pytest.approx(list(weights.values()))
+    with pytest.raises(Add3dError, match="distill.balance"):
+        DistillConfig(balance="magic").validate()
 
 
 # ----- TCA -------------------------------------------------------------------------------------------

@@ -83,3 +83,17 @@ def test_add_run_resumes_with_its_adapters(runs, tmp_path):
     for key, value in checkpoint["module_extra"].items():
         if key.startswith("teacher."):
             assert torch.equal(value, after["module_extra"][key])  # the teacher stays frozen
+
+
+def test_auto_balance_sets_and_logs_the_weights_before_the_first_step(runs, tmp_path):
+    root, teacher_out, _, _ = runs
+    cfg = load_config(CONFIG, tiny(root, tmp_path) + [
+        "distill={}", f"teacher.checkpoint={teacher_out / LAST_CHECKPOINT}", "distill.pool=2",
+        "distill.balance=auto", "distill.balance_batches=1", "distill.response_regression_weight=0"])
+    train(cfg)
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert log[0]["kind"] == "balance" and log[1]["kind"] == "step"
+    weights = log[0]["weights"]
+    assert weights["distill_response_regression"] == 0.0 and weights["distill_feature"] > 0
+    saved = load_checkpoint(tmp_path / LAST_CHECKPOINT)["module_extra"]["loss_weights"]
+    assert saved.tolist() == pytest.approx(list(weights.values()))

@@ -33,6 +33,12 @@ class DistillConfig:
     object_weight: float = 1.0
     response_heatmap_weight: float = 1.0
     response_regression_weight: float = 1.0
+    # "fixed": the weights above; "auto": before the first step, each distillation weight is set so
+    # that its term's gradient norm on the student is balance_target x the detection loss's, measured
+    # over balance_batches training batches (add3d.distill.wrapper.balance_weights; logged).
+    balance: str = "fixed"
+    balance_target: float = 0.1
+    balance_batches: int = 4
     # Weight of background cells in L_feat's mask (foreground = max over classes of the Gaussian heatmap).
     background_weight: float = 0.1
     object_loss: str = "mse"  # "mse" | "cosine"
@@ -53,6 +59,9 @@ class DistillConfig:
     num_classes: int = 3  # class embeddings; the detector's own num_classes wins when it has one
 
     def validate(self) -> None:
+        if self.balance not in ("fixed", "auto") or not self.balance_target > 0 or self.balance_batches < 1:
+            raise Add3dError(f"distill.balance must be fixed or auto with balance_target > 0 and balance_batches >= 1, "
+                             f"got {self.balance!r}, {self.balance_target}, {self.balance_batches}")
         if self.object_loss not in ("mse", "cosine"):
             raise Add3dError(f"distill.object_loss must be 'mse' or 'cosine', got {self.object_loss!r}")
         if self.depth_bins < 1 or not 0 < self.depth_min < self.depth_max:

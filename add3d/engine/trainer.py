@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from add3d.data.loader import build_loader
-from add3d.data.mono_dataset import MonoDataset, batch_to_device, build_mono_dataset
+from add3d.data.mono_dataset import MonoDataset, batch_to_device, build_mono_dataset, collate_batch
 from add3d.distill.teacher import init_teacher_from_rgb, load_teacher
-from add3d.distill.wrapper import DistillationModule
+from add3d.distill.wrapper import DistillationModule, balance_weights
 from add3d.engine.checkpoints import (
     load_checkpoint,
     load_detector_weights,
@@ -273,6 +273,17 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", config_to_yaml(cfg))
     log.rewind(state if resume is not None else None)
+    if resume is None and cfg.distill is not None and cfg.distill.balance == "auto":
+        # The rule measures on the first batches of epoch 0 in index order; training order is untouched.
+        count = min(cfg.distill.balance_batches, len(train_set) // batch_size)
+        batches = [batch_to_device(collate_batch([train_set[i] for i in range(k * batch_size, (k + 1) * batch_size)]), device)
+                   for k in range(count)]
+        module.train()
+        weights = balance_weights(module, batches, cfg.distill.balance_target)
+        log.write(kind="balance", target=cfg.distill.balance_target, batches=count, weights=weights)
+        if ctx.is_main:
+            print(f"distill.balance auto (gradient share {cfg.distill.balance_target:g} of the detection loss's, "
+                  f"{count} batches): " + ", ".join(f"{name} {value:.4g}" for name, value in weights.items()))
     model = wrap_model(module, ctx, device, cfg.train.sync_batchnorm, cfg.train.find_unused_parameters)
     detector = unwrap_model(model).detector
     writer = None
