@@ -39,19 +39,27 @@ METRIC = "Car/3d/R40"
 SECONDARY = ("bev", "2d")  # also summarised: Car moderate AP|R40 of these
 
 
-def train(name: str, config: Path, overrides: list[str], out: Path, log_dir: Path) -> dict | None:
-    """Run one training (unless done) and return its metrics.json."""
+def train(name: str, config: Path, overrides: list[str], out: Path, log_dir: Path, resume: bool = False) -> dict | None:
+    """Run one training (unless done) and return its metrics.json.
+
+    ``resume``: a run that was started but did not finish (no metrics.json) continues from its
+    checkpoint_last.pth -- only when no other invocation is still running it.
+    """
     run_dir = out / name
     metrics = run_dir / "metrics.json"
-    if not metrics.is_file() and (run_dir / "train_log.jsonl").is_file():
-        # Started by another invocation running in parallel (or crashed: delete the folder to redo).
+    started_before = not metrics.is_file() and (run_dir / "train_log.jsonl").is_file()
+    can_resume = resume and (run_dir / "checkpoint_last.pth").is_file()
+    if started_before and not can_resume:
+        # Started by another invocation running in parallel (or interrupted: --resume, or delete the folder).
         print(f"[{time.strftime('%H:%M:%S')}] {name}: already started elsewhere, skipped", flush=True)
         return None
     if not metrics.is_file():
         command = [sys.executable, "-m", "add3d", "train", str(config), f"train.out_dir={run_dir}", *overrides]
+        if started_before:
+            command.append("--resume")
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(command[2:])}", flush=True)
         started = time.time()
-        with open(log_dir / f"{name}.log", "w") as log:
+        with open(log_dir / f"{name}.log", "a" if started_before else "w") as log:
             code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: exit {code} after {time.time() - started:.0f} s", flush=True)
         if code != 0 or not metrics.is_file():
@@ -174,6 +182,17 @@ def markdown_table(table: dict[str, dict[str, float]], versus: dict[str, dict[st
     return "\n".join(lines) + "\n"
 
 
+def probe_table(probes: dict[str, dict]) -> str:
+    """Per run: the depth probes on matched cars (sensitivity and zeroed-depth error for RGB+depth runs)."""
+    lines = ["| run | matched cars | depth MAE (m) | median (m) | within 1 m | median relative | sensitivity x1.2 | MAE, depth zeroed (m) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, p in sorted(probes.items()):
+        extra = (f"{p['sensitivity']:.2f} | {p['zeroed_depth_mae_m']:.2f}" if "sensitivity" in p else " | ")
+        lines.append(f"| {name} | {p['matched']} | {p['depth_mae_m']:.2f} | {p['depth_median_m']:.2f} | {p['within_1m']:.2f} "
+                     f"| {p['depth_median_rel']:.3f} | {extra} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="synthetic KITTI root from `add3d synth`")
@@ -188,6 +207,8 @@ def main() -> int:
                         help="rgb_teacher control: the baseline run whose weights become the (depth-blind) teacher")
     parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS),
                         help="which ablations, in this order (parallel invocations can split them)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue interrupted runs from their checkpoint_last.pth (only if no other invocation runs them)")
     parser.add_argument("overrides", nargs="*", help="extra overrides for EVERY run (same budget), e.g. train.epochs=8")
     args = parser.parse_args()
     configs = REPO / "configs" / args.detector
@@ -202,13 +223,14 @@ def main() -> int:
     teacher_checkpoint = args.out / teacher_name / "checkpoint_last.pth"
     teacher_done = args.out / teacher_name / "metrics.json"
     needs_teacher = bool(groups & {"add", "ablation"})
-    if not teacher_done.is_file() and needs_teacher and "teacher" not in groups and (args.out / teacher_name).is_dir():
+    if not teacher_done.is_file() and needs_teacher and "teacher" not in groups and (args.out / teacher_name).is_dir() and not args.resume:
         # Another invocation is training the teacher: wait for it instead of training a second one.
         print(f"waiting for {teacher_done}", flush=True)
         while not teacher_done.is_file():
             time.sleep(30)
     if "teacher" in groups or (needs_teacher and not teacher_done.is_file()):
-        results[teacher_name] = train(teacher_name, configs / "synthetic_teacher.yaml", [*common, f"train.seed={args.teacher_seed}"], args.out, log_dir)
+        results[teacher_name] = train(teacher_name, configs / "synthetic_teacher.yaml", [*common, f"train.seed={args.teacher_seed}"],
+                                      args.out, log_dir, args.resume)
     student_common = [*common, f"teacher.checkpoint={teacher_checkpoint}"]
     plan: list[tuple[str, Path, list[str]]] = []
     for seed in args.seeds:
@@ -230,12 +252,16 @@ def main() -> int:
                 switch = ABLATIONS[name]
                 plan.append((f"{name}_s{seed}", configs / "synthetic_add.yaml", [*student_common, switch, f"train.seed={seed}"]))
     for name, config, overrides in plan:
-        results[name] = train(name, config, overrides, args.out, log_dir)
+        results[name] = train(name, config, overrides, args.out, log_dir, args.resume)
 
     # Collect everything present on disk (also runs of earlier invocations).
     table: dict[str, dict] = {}
+    probes: dict[str, dict] = {}  # the trainer's depth probes at the last validation (add3d/engine/probes.py)
     for metrics in sorted(args.out.glob("*/metrics.json")):
-        table[metrics.parent.name] = car_ap(json.loads(metrics.read_text()))
+        run_summary = json.loads(metrics.read_text())
+        table[metrics.parent.name] = car_ap(run_summary)
+        if run_summary.get("last_probes"):
+            probes[metrics.parent.name] = run_summary["last_probes"]
     by_group: dict[str, dict[str, list[float]]] = {}
     for name, ap in table.items():
         for key, value in ap.items():
@@ -245,10 +271,11 @@ def main() -> int:
         "runs": table,
         "moderate_by_group": {group: describe(values) for group, values in sorted(by_group.get("moderate", {}).items())},
         "versus_baseline": {key: versus_baseline(groups) for key, groups in by_group.items() if key not in ("easy", "hard")},
+        "probes": probes,
         "failed": sorted(name for name, value in results.items() if value is None),
     }
     atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2))
-    atomic_write_text(args.out / "summary.md", markdown_table(table, summary["versus_baseline"]))
+    atomic_write_text(args.out / "summary.md", markdown_table(table, summary["versus_baseline"]) + "\n" + probe_table(probes))
     print(json.dumps(summary, indent=2))
     return 1 if summary["failed"] else 0
 
