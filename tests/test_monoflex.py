@@ -50,15 +50,17 @@ def test_forward_shapes(detector, batch):
         assert out[name].shape == (B, channels, *FEATURE), name
 
 
-def test_border_indices_walk_the_border_once():
+def test_border_indices_walk_the_border_and_repeat_the_first_corner():
     h, w = 5, 7
     index = border_indices(h, w)
-    assert len(index) == len(set(index.tolist())) == 2 * (h + w) - 4
+    # MonoFlex's get_edge_utils lists the top-left corner first and last: every border pixel once + 1.
+    assert len(index) == 2 * (h + w) - 3 and len(set(index.tolist())) == 2 * (h + w) - 4
+    assert index[0] == index[-1] == 0
     ys, xs = index // w, index % w
     assert ((ys == 0) | (ys == h - 1) | (xs == 0) | (xs == w - 1)).all()
     steps = (ys.diff().abs() + xs.diff().abs()).tolist()
     assert steps == [1] * (len(index) - 1)  # a closed walk: neighbours along the border
-    assert (xs[0], ys[0]) == (0, 0) and (xs[1], ys[1]) == (0, 1)  # MonoFlex: down the left column first
+    assert (xs[1], ys[1]) == (0, 1) and (xs[-2], ys[-2]) == (1, 0)  # down the left column first
 
 
 def test_edge_fusion_changes_only_border_outputs(batch):
@@ -316,3 +318,110 @@ def test_configs_load_and_synthetic_ones_build(name):
     if name.startswith("synthetic"):
         detector = build_detector(cfg.model)
         assert detector.in_channels == cfg.model.in_channels
+
+
+# ----- official checkpoints (zhangyp15/MonoFlex naming, written out here; no third-party files) -------
+OFFICIAL_GROUPS = ["box2d", "offset_3d", "keypoints", "keypoint_uncertainty", "size_3d", "orientation", "depth",
+                   "depth_uncertainty"]
+
+
+def _official_name(key: str) -> str:
+    """Our MonoFlex key -> the official KeypointDetector key (the inverse naming, spelt out by hand)."""
+    import re
+
+    if key.startswith("backbone."):
+        return "backbone.base." + key[len("backbone."):]
+    m = re.fullmatch(r"neck\.(dla_up\.stages\.(\d)|ida_up)\.(projections|nodes|upsamplers)\.(\d)\.(.*)", key)
+    if m:
+        ida = f"dla_up.ida_{m.group(2)}" if m.group(2) is not None else "ida_up"
+        kind = {"projections": "proj", "nodes": "node", "upsamplers": "up"}[m.group(3)]
+        rest = m.group(5)
+        rest = {"offset_mask.weight": "conv.conv_offset_mask.weight", "offset_mask.bias": "conv.conv_offset_mask.bias"}.get(
+            rest, rest.replace("bn.", "actf.0."))
+        return f"backbone.{ida}.{kind}_{int(m.group(4)) + 1}.{rest}"
+    m = re.fullmatch(r"heatmap_trunk\.(\d)\.(.*)", key)
+    if m:
+        return f"heads.predictor.class_head.{m.group(1)}.{m.group(2)}"
+    m = re.fullmatch(r"regression_trunks\.(\w+)\.(\d)\.(.*)", key)
+    if m:
+        return f"heads.predictor.reg_features.{OFFICIAL_GROUPS.index(m.group(1))}.{m.group(2)}.{m.group(3)}"
+    m = re.fullmatch(r"edge_fusion\.(heatmap|offset)_branch\.(\d)\.(.*)", key)
+    if m:
+        index = {"0": "0", "1": "1", "2": "3"}[m.group(2)]
+        return f"heads.predictor.trunc_{m.group(1)}_conv.{index}.{m.group(3)}"
+    raise AssertionError(f"no official name for {key}")
+
+
+def _official_state(ours: dict, classes: list[str]) -> dict:
+    """An official-format state dict holding the same network as ``ours`` (class order Car, Pedestrian,
+    Cyclist; sizes as (l, h, w); orientation as ori_cls + ori_offset; in-place ABN scales |w| + eps)."""
+    official_order = ["Car", "Pedestrian", "Cyclist"]
+    state = {}
+    for key, value in ours.items():
+        if key.startswith(("heatmap_out.", "regression_outs.")) or key.startswith("edge_fusion.heatmap_branch.2."):
+            continue
+        value = value.clone()
+        if key.endswith("1.weight") and (key.startswith("heatmap_trunk") or key.startswith("regression_trunks")):
+            # |w| + eps = ours: store half of them negative, as trained in-place ABN weights can be.
+            value = value - 1e-5
+            value[::2] = -value[::2]
+        state[_official_name(key)] = value
+    rows = [classes.index(c) for c in official_order]
+    for n in ("weight", "bias"):
+        state[f"heads.predictor.class_head.2.{n}"] = ours[f"heatmap_out.{n}"][rows]
+        state[f"heads.predictor.trunc_heatmap_conv.3.{n}"] = ours[f"edge_fusion.heatmap_branch.2.{n}"][rows]
+        for g, name in enumerate(OFFICIAL_GROUPS):
+            value = ours[f"regression_outs.{name}.{n}"]
+            if name == "size_3d":
+                value = value[[2, 0, 1]]  # (h, w, l) -> (l, h, w)
+            if name == "orientation":
+                state[f"heads.predictor.reg_heads.{g}.0.{n}"], state[f"heads.predictor.reg_heads.{g}.1.{n}"] = value[:8], value[8:]
+            else:
+                state[f"heads.predictor.reg_heads.{g}.0.{n}"] = value
+    state["backbone.base.fc.weight"] = torch.zeros(1000, 8, 1, 1)  # the ImageNet classifier, unused
+    state["backbone.base.fc.bias"] = torch.zeros(1000)
+    return {"module." + k: v for k, v in state.items()}  # saved from DistributedDataParallel
+
+
+def test_official_state_dict_converts_loads_strictly_and_predicts_the_same(batch):
+    from add3d.models.monoflex import convert_official
+
+    classes = ["Pedestrian", "Cyclist", "Car"]  # not the official order: heatmap rows must follow
+    cfg = small_config("monoflex", deformable_neck=True, classes=classes)
+    torch.manual_seed(11)
+    reference = build_detector(cfg).eval()
+    with torch.no_grad():  # non-trivial BN statistics and deformable offsets
+        for name, tensor in reference.state_dict().items():
+            if name.endswith("running_var"):
+                tensor.uniform_(0.5, 2.0)
+            elif name.endswith("running_mean") or "offset_mask" in name:
+                tensor.normal_(0, 0.05)
+    official = _official_state(reference.state_dict(), classes)
+    assert "backbone.dla_up.ida_2.proj_3.conv.conv_offset_mask.weight" in {k[7:] for k in official}
+    converted = convert_official(official, cfg)
+    model = build_detector(cfg).eval()
+    model.load_state_dict(converted, strict=True)
+    with torch.no_grad():
+        expected = reference(batch["image"], meta=batch["meta"])
+        got = model(batch["image"], meta=batch["meta"])
+        for name in ["heatmap", *OFFICIAL_GROUPS]:
+            torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-5, msg=name)
+        found = model.decode(got, batch["meta"], score_threshold=0.0, top_k=5)
+    assert_same_objects(found[0], reference.decode(expected, batch["meta"], score_threshold=0.0, top_k=5)[0])
+
+
+def test_official_conversion_names_what_is_missing_or_unexpected():
+    from add3d.models.monoflex import convert_official
+
+    cfg = small_config("monoflex", deformable_neck=True)
+    official = _official_state(build_detector(cfg).state_dict(), list(cfg.classes))
+    broken = dict(official)
+    del broken["module.backbone.ida_up.node_2.conv.weight"]
+    with pytest.raises(Add3dError, match="lacks 'backbone.ida_up.node_2.conv.weight'"):
+        convert_official(broken, cfg)
+    with pytest.raises(Add3dError, match="unexpected tensor.*heads.predictor.extra"):
+        convert_official({**official, "heads.predictor.extra.weight": torch.zeros(1)}, cfg)
+    with pytest.raises(Add3dError, match="deformable_neck: true"):
+        convert_official(official, small_config("monoflex"))
+    with pytest.raises(Add3dError, match="not Van"):
+        convert_official(official, small_config("monoflex", deformable_neck=True, classes=["Car", "Van"]))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
 from add3d.models.backbones import build_backbone
-from add3d.models.necks import DLAUp
+from add3d.models.necks import DLAUp, DLASegNeck
 from add3d.models.pretrained import load_backbone_weights
 
 if TYPE_CHECKING:  # annotation only: models/config.py imports the detector modules' option classes
@@ -90,10 +90,10 @@ class MonoDetector(nn.Module, abc.ABC):
         """Per-object outputs at the target slots, name -> ``B x M x k``, for response distillation."""
 
 
-def build_trunk(cfg: ModelConfig) -> tuple[nn.Module, DLAUp]:
-    """Backbone (with ``cfg.pretrained`` weights loaded, widened to ``cfg.in_channels``) + DLAUp neck."""
+def build_trunk(cfg: ModelConfig, neck: type[DLAUp | DLASegNeck] = DLAUp) -> tuple[nn.Module, nn.Module]:
+    """Backbone (with ``cfg.pretrained`` weights loaded, widened to ``cfg.in_channels``) + ``neck``
+    (MonoDLE's and GUPNet's DLAUp by default, MonoFlex passes its DLASegNeck)."""
     backbone = build_backbone(cfg.backbone, cfg.in_channels)
     if cfg.pretrained:
         load_backbone_weights(backbone, cfg.pretrained, cfg.backbone)
-    neck = DLAUp(backbone.out_channels, deformable=cfg.deformable_neck)
-    return backbone, neck
+    return backbone, neck(backbone.out_channels, deformable=cfg.deformable_neck)

@@ -16,8 +16,15 @@ from torch import nn
 
 
 def border_indices(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
-    """Flat indices (y * width + x) of the border pixels, once each, in MonoFlex's order:
-    down the left column, right along the bottom row, up the right column, left along the top row."""
+    """Flat indices (y * width + x) of the border pixels in MonoFlex's order: down the left column,
+    right along the bottom row, up the right column, left along the top row, and (as the official
+    ``get_edge_utils`` does) the top-left corner once more at the end: 2 * (height + width) - 3 entries.
+
+    The repeated corner is kept so that official weights see the same 1D sequence: it is the
+    right-hand neighbour of the last pixel (1, 0) in the 1D conv, while the official writes back
+    only the first ``len - 1`` outputs (``edge_len = count - 1``), so the corner is corrected once,
+    by the output at its first position.
+    """
     if height < 2 or width < 2:
         raise ValueError(f"edge fusion needs a feature map of at least 2 x 2, got {height} x {width}")
     ys = torch.cat(
@@ -25,7 +32,7 @@ def border_indices(height: int, width: int, device: torch.device | None = None) 
             torch.arange(0, height - 1),  # left column, top -> bottom (excl. corner)
             torch.full((width - 1,), height - 1),  # bottom row, left -> right (excl. corner)
             torch.arange(height - 1, 0, -1),  # right column, bottom -> top (excl. corner)
-            torch.zeros(width - 1, dtype=torch.long),  # top row, right -> left (excl. corner)
+            torch.zeros(width, dtype=torch.long),  # top row, right -> left (incl. the first corner again)
         ]
     )
     xs = torch.cat(
@@ -33,7 +40,7 @@ def border_indices(height: int, width: int, device: torch.device | None = None) 
             torch.zeros(height - 1, dtype=torch.long),
             torch.arange(0, width - 1),
             torch.full((height - 1,), width - 1),
-            torch.arange(width - 1, 0, -1),
+            torch.arange(width - 1, -1, -1),
         ]
     )
     return (ys * width + xs).to(device)
@@ -68,6 +75,8 @@ class EdgeFusion(nn.Module):
         index = border_indices(height, width, heatmap.device)
         heatmap_edge = self.heatmap_branch(heatmap_features.flatten(2)[:, :, index])
         offset_edge = self.offset_branch(offset_features.flatten(2)[:, :, index])
+        # The corner is listed first and last; only its first output is added (MonoFlex's edge_len).
+        index, heatmap_edge, offset_edge = index[:-1], heatmap_edge[..., :-1], offset_edge[..., :-1]
         heatmap = heatmap.flatten(2).index_add(2, index, heatmap_edge).view_as(heatmap)
         offset_3d = offset_3d.flatten(2).index_add(2, index, offset_edge).view_as(offset_3d)
         return heatmap, offset_3d

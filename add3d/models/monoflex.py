@@ -43,6 +43,7 @@ from add3d.models.decode import (
 )
 from add3d.models.detector import MonoDetector, build_trunk
 from add3d.models.edge_fusion import EdgeFusion
+from add3d.models.necks import DLASegNeck
 from add3d.models.keypoint_depth import NUM_KEYPOINTS, depth_groups_valid, depths_from_keypoints, modified_visibility, soft_ensemble
 from add3d.models.losses import focal_loss, masked_mean
 from add3d.models.multibin import decode_multibin, multibin_loss
@@ -81,6 +82,10 @@ class MonoFlexOptions:
     # 0.01, 1) (MonoFlex); "exp": exp(-sigma), which still ranks detections when every sigma >= 1 m
     # (short CPU runs, where MonoFlex's formula gives them all score 0).
     confidence: str = "monoflex"
+    # "exact": back-project the 3D centre through the full P2 (add3d's geometry). "official": as
+    # zhangyp15/MonoFlex decodes, x = (u - cu) z / fu - P2[0,3] / fu (P2[2,3] ignored, up to 5 mm on
+    # KITTI); for its released weights (`add3d import-checkpoint --detector monoflex` sets it).
+    compat: str = "exact"
     # MonoFlex reads these (not model.loss_weights, whose defaults are MonoDLE's).
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(MONOFLEX_LOSS_WEIGHTS))
 
@@ -99,11 +104,17 @@ def regression_outputs(orientation_bins: int) -> dict[str, int]:
     }
 
 
+# The published heads normalise with in-place ABN (runs/monoflex.yaml MODEL.INPLACE_ABN: True), i.e.
+# BN followed by a leaky ReLU of slope 0.01; in-place ABN scales by |weight| + eps (see
+# :func:`convert_official`), plain BN here so that training needs no extra package.
+HEAD_LEAKY_SLOPE = 0.01
+
+
 def _trunk(in_channels: int, head_channels: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, head_channels, 3, padding=1, bias=False),
         nn.BatchNorm2d(head_channels),
-        nn.ReLU(inplace=True),
+        nn.LeakyReLU(HEAD_LEAKY_SLOPE, inplace=True),
     )
 
 
@@ -145,6 +156,8 @@ class MonoFlex(MonoDetector):
             raise Add3dError("MonoFlex regresses sizes as ratios to model.mean_size: every class needs positive (h, w, l) and model.use_mean_size: true")
         if options.confidence not in ("monoflex", "exp"):
             raise Add3dError(f"model.monoflex.confidence must be 'monoflex' or 'exp', got '{options.confidence}'")
+        if options.compat not in ("exact", "official"):
+            raise Add3dError(f"model.monoflex.compat must be 'exact' or 'official', got '{options.compat}'")
         if options.orientation_bins < 2:
             raise Add3dError(f"model.monoflex.orientation_bins must be >= 2, got {options.orientation_bins}")
         self.options = options
@@ -156,7 +169,7 @@ class MonoFlex(MonoDetector):
         # Not persistent: the state dict stays that of the network alone (configs carry the means).
         self.register_buffer("mean_size", sizes, persistent=False)
 
-        self.backbone, self.neck = build_trunk(cfg)
+        self.backbone, self.neck = build_trunk(cfg, DLASegNeck)
         self.feature_channels = self.neck.out_channels
         head_channels = cfg.head_channels
         self.heatmap_trunk = _trunk(self.feature_channels, head_channels)
@@ -354,7 +367,8 @@ class MonoFlex(MonoDetector):
 
         centre_original = feature_to_original(centre + preds["offset_3d"].double(), to_original, self.stride)
         dims = preds["size_3d"].double()
-        centre_3d = back_project(P2, centre_original[..., 0], centre_original[..., 1], preds["depth"].double())
+        unproject = back_project_official if self.options.compat == "official" else back_project
+        centre_3d = unproject(P2, centre_original[..., 0], centre_original[..., 1], preds["depth"].double())
         location = centre_3d.clone()
         location[..., 1] += dims[..., 0] / 2
         alpha = decode_multibin(preds["orientation"].double(), self.options.orientation_bins)
@@ -369,5 +383,116 @@ class MonoFlex(MonoDetector):
                                      rotation_y, scores)
 
 
+def back_project_official(P2: torch.Tensor, u: torch.Tensor, v: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """zhangyp15/MonoFlex's ``project_image_to_rect``: ``x = (u - cu) z / fu - P2[0,3] / fu`` (and y
+    alike), which ignores P2's third-row offset; :func:`add3d.geometry.tensor_geometry.back_project` is exact."""
+    P2 = P2.to(depth.dtype)[:, None]
+    fu, fv, cu, cv = P2[..., 0, 0], P2[..., 1, 1], P2[..., 0, 2], P2[..., 1, 2]
+    x = (u - cu) * depth / fu - P2[..., 0, 3] / fu
+    y = (v - cv) * depth / fv - P2[..., 1, 3] / fv
+    return torch.stack([x, y, depth], dim=-1)
+
+
 def build_monoflex(cfg: ModelConfig) -> MonoFlex:
     return MonoFlex(cfg)
+
+
+# ----- official checkpoints ---------------------------------------------------------------------------
+# zhangyp15/MonoFlex (runs/monoflex.yaml): its class order, its regression groups in order (each one
+# trunk; the orientation group has two output convs, bin logits then residuals), and its 3D size
+# channel order (l, h, w), ours (h, w, l).
+OFFICIAL_CLASSES = ("Car", "Pedestrian", "Cyclist")
+OFFICIAL_REGRESSION_GROUPS = ("box2d", "offset_3d", "keypoints", "keypoint_uncertainty", "size_3d", "orientation", "depth", "depth_uncertainty")
+OFFICIAL_SIZE_TO_OURS = [1, 2, 0]
+INPLACE_ABN_EPS = 1e-5  # in-place ABN scales by |weight| + eps
+
+
+def _neck_block_keys(prefix: str, ours: str) -> dict[str, str]:
+    """Official ``DeformConv`` (``conv`` = DCN with its ``conv_offset_mask``, ``actf.0`` = BN) -> ours."""
+    mapping = {
+        f"{prefix}.conv.weight": f"{ours}.conv.weight",
+        f"{prefix}.conv.bias": f"{ours}.conv.bias",
+        f"{prefix}.conv.conv_offset_mask.weight": f"{ours}.offset_mask.weight",
+        f"{prefix}.conv.conv_offset_mask.bias": f"{ours}.offset_mask.bias",
+    }
+    for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        mapping[f"{prefix}.actf.0.{name}"] = f"{ours}.bn.{name}"
+    return mapping
+
+
+def _ida_keys(official: str, ours: str, num_fused: int) -> dict[str, str]:
+    mapping = {}
+    for k in range(1, num_fused + 1):
+        mapping.update(_neck_block_keys(f"{official}.proj_{k}", f"{ours}.projections.{k - 1}"))
+        mapping.update(_neck_block_keys(f"{official}.node_{k}", f"{ours}.nodes.{k - 1}"))
+        mapping[f"{official}.up_{k}.weight"] = f"{ours}.upsamplers.{k - 1}.weight"
+    return mapping
+
+
+def _bn_keys(official: str, ours: str) -> dict[str, str]:
+    return {f"{official}.{n}": f"{ours}.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
+
+
+def convert_official(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """A zhangyp15/MonoFlex ``KeypointDetector`` state dict -> this MonoFlex's state dict.
+
+    Renames every tensor; reorders the heatmap rows (and the edge-fusion heatmap rows) from the
+    official class order to ``cfg.classes``, the 3D-size rows from (l, h, w) to (h, w, l); joins the
+    orientation group's two output convs; turns the heads' in-place ABN scale into BN's
+    (|weight| + eps). Drops the backbone's unused ImageNet classifier. Needs ``cfg`` with
+    ``deformable_neck: true``, 4 orientation bins and edge fusion, as published; a missing or unknown
+    tensor is an :class:`Add3dError` naming it.
+    """
+    if not cfg.deformable_neck or cfg.monoflex.orientation_bins != 4 or not cfg.monoflex.edge_fusion:
+        raise Add3dError("official MonoFlex weights need model.deformable_neck: true, model.monoflex.orientation_bins: 4 "
+                         "and model.monoflex.edge_fusion: true")
+    unknown_classes = [c for c in cfg.classes if c not in OFFICIAL_CLASSES]
+    if unknown_classes:
+        raise Add3dError(f"official MonoFlex weights know the classes {', '.join(OFFICIAL_CLASSES)}, not {', '.join(unknown_classes)}")
+    class_rows = [OFFICIAL_CLASSES.index(c) for c in cfg.classes]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+
+    mapping: dict[str, str] = {}
+    for key in state:
+        if key.startswith("backbone.base.") and not key.startswith("backbone.base.fc."):
+            mapping[key] = "backbone." + key.removeprefix("backbone.base.")
+    for i, fused in enumerate((1, 2, 3)):  # ida_0 fuses strides 16+32, ida_1 8..32, ida_2 4..32
+        mapping.update(_ida_keys(f"backbone.dla_up.ida_{i}", f"neck.dla_up.stages.{i}", fused))
+    mapping.update(_ida_keys("backbone.ida_up", "neck.ida_up", 2))
+    head = "heads.predictor"
+    mapping[f"{head}.class_head.0.weight"] = "heatmap_trunk.0.weight"
+    mapping.update(_bn_keys(f"{head}.class_head.1", "heatmap_trunk.1"))
+    for g, name in enumerate(OFFICIAL_REGRESSION_GROUPS):
+        mapping[f"{head}.reg_features.{g}.0.weight"] = f"regression_trunks.{name}.0.weight"
+        mapping.update(_bn_keys(f"{head}.reg_features.{g}.1", f"regression_trunks.{name}.1"))
+    for official, ours in (("trunc_heatmap_conv", "heatmap_branch"), ("trunc_offset_conv", "offset_branch")):
+        for a, b in (("0", "0"), ("3", "2")):
+            for n in ("weight", "bias"):
+                mapping[f"{head}.{official}.{a}.{n}"] = f"edge_fusion.{ours}.{b}.{n}"
+        mapping.update(_bn_keys(f"{head}.{official}.1", f"edge_fusion.{ours}.1"))
+
+    converted: dict[str, torch.Tensor] = {}
+    for key, target in mapping.items():
+        if key in state:
+            converted[target] = state[key]
+        elif not key.endswith("num_batches_tracked"):
+            raise Add3dError(f"official MonoFlex state dict lacks '{key}'")
+    for n in ("weight", "bias"):
+        converted[f"heatmap_out.{n}"] = state[f"{head}.class_head.2.{n}"][class_rows]
+        converted[f"edge_fusion.heatmap_branch.2.{n}"] = state[f"{head}.trunc_heatmap_conv.3.{n}"][class_rows]
+        for g, name in enumerate(OFFICIAL_REGRESSION_GROUPS):
+            if name == "orientation":
+                value = torch.cat([state[f"{head}.reg_heads.{g}.0.{n}"], state[f"{head}.reg_heads.{g}.1.{n}"]])
+            else:
+                value = state[f"{head}.reg_heads.{g}.0.{n}"]
+            converted[f"regression_outs.{name}.{n}"] = value[OFFICIAL_SIZE_TO_OURS] if name == "size_3d" else value
+    for trunk in ["heatmap_trunk.1"] + [f"regression_trunks.{name}.1" for name in OFFICIAL_REGRESSION_GROUPS]:
+        converted[f"{trunk}.weight"] = converted[f"{trunk}.weight"].abs() + INPLACE_ABN_EPS
+
+    used = set(mapping) | {k for k in state if k.startswith("backbone.base.fc.")}
+    used |= {f"{head}.class_head.2.{n}" for n in ("weight", "bias")} | {f"{head}.trunc_heatmap_conv.3.{n}" for n in ("weight", "bias")}
+    used |= {k for k in state if k.startswith(f"{head}.reg_heads.")}
+    left = sorted(k for k in state if k not in used)
+    if left:
+        raise Add3dError(f"official MonoFlex state dict has unexpected tensor(s): {', '.join(left[:5])}")
+    return converted
