@@ -384,7 +384,7 @@ def _official_state(ours: dict, classes: list[str]) -> dict:
 
 
 def test_official_state_dict_converts_loads_strictly_and_predicts_the_same(batch):
-    from add3d.models.monoflex import convert_official
+    from add3d.models.monoflex import convert_official_monoflex as convert_official
 
     classes = ["Pedestrian", "Cyclist", "Car"]  # not the official order: heatmap rows must follow
     cfg = small_config("monoflex", deformable_neck=True, classes=classes)
@@ -411,7 +411,7 @@ def test_official_state_dict_converts_loads_strictly_and_predicts_the_same(batch
 
 
 def test_official_conversion_names_what_is_missing_or_unexpected():
-    from add3d.models.monoflex import convert_official
+    from add3d.models.monoflex import convert_official_monoflex as convert_official
 
     cfg = small_config("monoflex", deformable_neck=True)
     official = _official_state(build_detector(cfg).state_dict(), list(cfg.classes))

@@ -12,6 +12,9 @@ from add3d.errors import Add3dError
 DEPTH_SOURCES = ("lidar", "object", "dense")
 
 
+PEAK_ROUNDINGS = ("floor", "round")
+
+
 @dataclass
 class DataConfig:
     root: str = "data/kitti"  # KITTI layout: training/{image_2,calib,label_2,velodyne}, ImageSets/
@@ -22,16 +25,23 @@ class DataConfig:
     classes: list[str] = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
     # Heatmap-only classes, mapped onto a detected class (MonoDLE's class_merging: Van/Truck -> Car).
     heatmap_only: dict[str, str] = field(default_factory=dict)
-    # Objects used for training: rect depth in [min_depth, max_depth] metres, and (MonoDLE) only those
-    # of a known KITTI difficulty (2D height >= 25 px, truncation <= 0.5, occlusion <= 2).
+    # Objects used for training: rect depth in [min_depth, max_depth] metres (max_depth null: no limit,
+    # as MonoFlex), and (MonoDLE) only those of a known KITTI difficulty (2D height >= 25 px,
+    # truncation <= 0.5, occlusion <= 2).
     min_depth: float = 2.0
-    max_depth: float = 65.0
+    max_depth: float | None = 65.0
+    # MonoFlex's FILTER_ANNOS [0.9, 20]: drop objects with truncation >= [0] whose 2D box's shorter side
+    # is <= [1] original-image pixels (mostly mislabelled slivers at the image border). null: keep all.
+    truncation_filter: list[float] | None = None
     skip_unknown_difficulty: bool = True
     # The "known difficulty" height limit in ORIGINAL-image pixels (KITTI's 25 px at 1242x375; scale it
     # with the image, e.g. ~6 px for quarter-size synthetic frames).
     min_box_height: float = 25.0
     max_objects: int = 50
     keep_outside_centres: bool = False  # MonoFlex-style: keep objects whose 3D centre leaves the image
+    # Heatmap peak = the projected 3D centre / stride, "floor"ed (MonoDLE's int(), GUPNet) or "round"ed
+    # (MonoFlex); the 3D offset target is the remainder either way.
+    peak_rounding: str = "floor"
     # Augmentation (training split only).
     random_flip: float = 0.5
     random_crop: float = 0.5
@@ -66,8 +76,12 @@ class DataConfig:
         for name, target in self.heatmap_only.items():
             if target not in self.classes:
                 raise Add3dError(f"data.heatmap_only maps '{name}' to '{target}', which is not in data.classes")
-        if not 0 <= self.min_depth < self.max_depth:
+        if not (0 <= self.min_depth and (self.max_depth is None or self.min_depth < self.max_depth)):
             raise Add3dError(f"data: need 0 <= min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        if self.truncation_filter is not None and len(self.truncation_filter) != 2:
+            raise Add3dError(f"data.truncation_filter must be null or [truncation, box side px], got {list(self.truncation_filter)}")
+        if self.peak_rounding not in PEAK_ROUNDINGS:
+            raise Add3dError(f"data.peak_rounding must be one of {', '.join(PEAK_ROUNDINGS)}; got '{self.peak_rounding}'")
         for name in ("random_flip", "random_crop"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise Add3dError(f"data.{name} is a probability in [0, 1], got {getattr(self, name)}")

@@ -31,15 +31,26 @@ def has_known_difficulty(obj: Object3D, min_box_height: float = 25.0) -> bool:
     return obj.height_2d + 1 >= min_box_height and obj.truncation <= 0.5 and obj.occlusion <= 2
 
 
+def passes_truncation_filter(obj: Object3D, truncation_filter: list[float] | None) -> bool:
+    """MonoFlex's FILTER_ANNOS: False for a heavily truncated object with a sliver of a 2D box."""
+    if truncation_filter is None:
+        return True
+    truncation, min_side = truncation_filter
+    side = min(obj.box2d[2] - obj.box2d[0], obj.box2d[3] - obj.box2d[1])
+    return not (obj.truncation >= truncation and side <= min_side)
+
+
 def select_objects(objects: list[Object3D], cfg: DataConfig) -> list[Object3D]:
-    """The labelled objects that become training targets (class, depth range, difficulty)."""
+    """The labelled objects that become training targets (class, depth range, difficulty, truncation)."""
     wanted = set(cfg.classes) | set(cfg.heatmap_only)
     return [
         o
         for o in objects
         if o.cls_type in wanted
-        and cfg.min_depth <= o.location[2] <= cfg.max_depth
+        and cfg.min_depth <= o.location[2]
+        and (cfg.max_depth is None or o.location[2] <= cfg.max_depth)
         and (not cfg.skip_unknown_difficulty or has_known_difficulty(o, cfg.min_box_height))
+        and passes_truncation_filter(o, cfg.truncation_filter)
     ]
 
 
@@ -50,6 +61,7 @@ def target_options(cfg: DataConfig, stride: int = 4) -> TargetOptions:
         stride=stride,
         max_objects=cfg.max_objects,
         keep_outside_centres=cfg.keep_outside_centres,
+        peak_rounding=cfg.peak_rounding,
     )
 
 

@@ -33,6 +33,8 @@ class TargetOptions:
     # MonoDLE drops objects whose heatmap centre falls outside the map; MonoFlex keeps them with the
     # centre clamped to the border (and flags them "truncated").
     keep_outside_centres: bool = False
+    # "floor" (MonoDLE, GUPNet) or "round" (MonoFlex: numpy's round, halves to even) the peak position.
+    peak_rounding: str = "floor"
 
 
 def gaussian_radius(width: float, height: float, min_overlap: float = 0.7) -> float:
@@ -136,7 +138,7 @@ def build_targets(
             continue
         centre = centre_uv[0] / stride
         # floor, not int(): MonoDLE's int() truncation puts centres in (-1, 0) on column/row 0.
-        integer = np.floor(centre).astype(np.int64)
+        integer = (np.round(centre) if options.peak_rounding == "round" else np.floor(centre)).astype(np.int64)
         outside = not (0 <= integer[0] < w and 0 <= integer[1] < h)
         if outside and not options.keep_outside_centres:
             continue

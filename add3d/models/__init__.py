@@ -19,7 +19,7 @@ from add3d.models.config import ModelConfig
 from add3d.models.detector import MonoDetector
 from add3d.models.gupnet import build_gupnet
 from add3d.models.monodle import build_monodle, convert_official_monodle
-from add3d.models.monoflex import build_monoflex
+from add3d.models.monoflex import build_monoflex, convert_official_monoflex
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class DetectorEntry:
 DETECTORS: dict[str, DetectorEntry] = {
     "monodle": DetectorEntry(build=build_monodle, convert_official=convert_official_monodle),
     "gupnet": DetectorEntry(build=build_gupnet),
-    "monoflex": DetectorEntry(build=build_monoflex),
+    "monoflex": DetectorEntry(build=build_monoflex, convert_official=convert_official_monoflex),
 }
 
 

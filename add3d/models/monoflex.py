@@ -242,6 +242,26 @@ class MonoFlex(MonoDetector):
         return torch.as_tensor(meta["P2_input"], dtype=torch.float32, device=device)
 
     # ----- loss ---------------------------------------------------------------------------------------
+    @staticmethod
+    def box2d_targets(targets: dict[str, torch.Tensor], peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MonoFlex's 2D box targets ``(B, M, 4)`` (feature pixels) and where the 2D box is trained.
+
+        The box is the projection of the 3D box when all 8 corners project inside the image (it is
+        consistent with the 3D label; KITTI's hand-drawn boxes differ from it by up to ~10 px), else
+        the labelled box. The 2D box is not trained where the heatmap ``peak`` (B, M, 2) lies outside
+        it: the ReLU'd edge distances cannot reach a negative target (a peak outside the box is common
+        for small truncated objects), and trying to kills the head. Sources: zhangyp15/MonoFlex
+        data/datasets/kitti.py (``projected_box2d``, ``pred_2D``).
+        """
+        label_box = targets["box2d"].to(peak.dtype)
+        corners = targets["keypoints"][..., :8, :].to(peak.dtype) + peak[..., None, :]
+        projected = torch.cat([corners.amin(dim=-2), corners.amax(dim=-2)], dim=-1)
+        inside = (targets["keypoints_visible"][..., :8] > 0).all(dim=-1, keepdim=True)
+        box = torch.where(inside, projected, label_box)
+        peak_inside = (peak >= box[..., :2]).all(dim=-1) & (peak <= box[..., 2:]).all(dim=-1)
+        valid = (box[..., 2] > box[..., 0]) & (box[..., 3] > box[..., 1]) & peak_inside
+        return box, valid
+
     def loss(self, outputs, targets, meta) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         P2_input = self._camera(meta, outputs["heatmap"].device)
         indices = targets["indices"].long()
@@ -255,9 +275,9 @@ class MonoFlex(MonoDetector):
 
         parts = {"heatmap": focal_loss(outputs["heatmap"], targets["heatmap"])}
 
-        box = targets["box2d"].to(dtype)
+        box, box_valid = self.box2d_targets(targets, centre)
+        box_valid = box_valid & mask_2d
         box_target = torch.cat([centre - box[..., :2], box[..., 2:] - centre], dim=-1)
-        box_valid = mask_2d & (box[..., 2] > box[..., 0]) & (box[..., 3] > box[..., 1])
         parts["box2d"] = masked_mean(giou_loss_ltrb(preds["box2d"], box_target), box_valid)
 
         # Direct depth: L1 attenuated by its uncertainty (MonoFlex's L1 depth loss with log-sigma).
@@ -271,9 +291,11 @@ class MonoFlex(MonoDetector):
         parts["truncated_offset_3d"] = masked_mean(torch.log1p(offset_error), mask_3d & truncated)
 
         if bool(mask_3d.any()):
-            parts["orientation"] = multibin_loss(
-                preds["orientation"][mask_3d], targets["alpha"][mask_3d].to(dtype), self.options.orientation_bins
-            )
+            # MonoFlex recomputes alpha from the label's rotation_y and location (KITTI's own alpha
+            # field is rounded to 0.01 rad and occasionally inconsistent).
+            location = targets["location"].to(dtype)
+            alpha = wrap_angle(targets["rotation_y"].to(dtype) - torch.atan2(location[..., 0], location[..., 2]))
+            parts["orientation"] = multibin_loss(preds["orientation"][mask_3d], alpha[mask_3d], self.options.orientation_bins)
         else:
             parts["orientation"] = preds["orientation"].sum() * 0.0
         parts["size_3d"] = masked_mean((preds["size_3d"] - targets["size_3d"]).abs().sum(dim=-1), mask_3d)
@@ -433,7 +455,7 @@ def _bn_keys(official: str, ours: str) -> dict[str, str]:
     return {f"{official}.{n}": f"{ours}.{n}" for n in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")}
 
 
-def convert_official(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+def convert_official_monoflex(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """A zhangyp15/MonoFlex ``KeypointDetector`` state dict -> this MonoFlex's state dict.
 
     Renames every tensor; reorders the heatmap rows (and the edge-fusion heatmap rows) from the
