@@ -425,3 +425,46 @@ def test_official_conversion_names_what_is_missing_or_unexpected():
         convert_official(official, small_config("monoflex"))
     with pytest.raises(Add3dError, match="not Van"):
         convert_official(official, small_config("monoflex", deformable_neck=True, classes=["Car", "Van"]))
+
+
+def test_box2d_targets_follow_monoflex():
+    """Projected 3D box when all corners are inside the image, the label otherwise; no 2D target
+    where the peak is outside the box."""
+    from add3d.data.targets import build_targets, TargetOptions
+    from add3d.models.monoflex import MonoFlex
+
+    objects = scene_objects()
+    targets = {k: torch.as_tensor(v)[None] for k, v in build_targets(
+        objects, P2_input(), (96, 320), TargetOptions(keep_outside_centres=True, peak_rounding="round")).items()}
+    w = targets["heatmap"].shape[-1]
+    indices = targets["indices"][0]
+    peak = torch.stack([indices % w, indices // w], dim=-1).double()[None]
+    box, valid = MonoFlex.box2d_targets(targets, peak)
+    used = targets["mask_2d"][0] > 0
+    corners = targets["keypoints"][0, :, :8].double() + peak[0, :, None]
+    all_inside = targets["keypoints_visible"][0, :, :8].bool().all(dim=-1) & used
+    assert all_inside.any() and (used & ~all_inside).any()  # both kinds in the scene
+    torch.testing.assert_close(box[0, all_inside, :2], corners[all_inside].amin(dim=1))
+    torch.testing.assert_close(box[0, all_inside, 2:], corners[all_inside].amax(dim=1))
+    torch.testing.assert_close(box[0, used & ~all_inside], targets["box2d"][0, used & ~all_inside].double())
+    # Move one peak outside its box: its 2D target is dropped, the others are unchanged.
+    first = int(torch.nonzero(used & valid[0])[0])
+    moved, shifted = peak.clone(), dict(targets)
+    shift = float(box[0, first, 2] + 1.0 - peak[0, first, 0])
+    moved[0, first, 0] += shift
+    shifted["keypoints"] = targets["keypoints"].clone()
+    shifted["keypoints"][0, first, :, 0] -= shift  # keypoints are stored relative to the peak
+    box_moved, valid_moved = MonoFlex.box2d_targets(shifted, moved)
+    torch.testing.assert_close(box_moved, box)
+    assert not valid_moved[0, first] and torch.equal(valid_moved[0, first + 1 :], valid[0, first + 1 :])
+
+
+def test_official_neck_and_parameter_count():
+    """DLASeg: 3,515,012 (dla_up) + 425,324 (ida_up) parameters on DLA-34, 20,952,538 in all,
+    the official count without the ImageNet classifier."""
+    from add3d.models.config import ModelConfig
+
+    det = build_detector(ModelConfig(name="monoflex", pretrained=None, deformable_neck=True))
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert (count(det.backbone), count(det.neck.dla_up), count(det.neck.ida_up)) == (15_270_832, 3_515_012, 425_324)
+    assert count(det) == 20_952_538

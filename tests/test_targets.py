@@ -10,6 +10,7 @@ from add3d.data.config import DataConfig
 from add3d.data.kitti import Object3D
 from add3d.data.mono_dataset import MonoDataset, collate_batch, encode_sample, select_objects
 from add3d.data.targets import TargetOptions, build_targets, draw_gaussian, gaussian_radius
+from add3d.errors import Add3dError
 from add3d.data.transforms import AugmentationParams
 from add3d.geometry.calib import Calibration
 
@@ -104,6 +105,32 @@ def test_object_selection_follows_monodle():
     assert select_objects(objects, cfg) == [objects[0], objects[3]]
     cfg.skip_unknown_difficulty = False
     assert len(select_objects(objects, cfg)) == 3
+
+
+def test_peaks_are_floored_or_rounded():
+    o = obj(x=1.0, z=15.0)
+    centre = projected_centre(o) / 4
+    assert np.any(np.round(centre) != np.floor(centre))  # this centre tells the two apart
+    for rounding, expected in (("floor", np.floor(centre)), ("round", np.round(centre))):
+        t = build_targets([o], P2, INPUT, TargetOptions(peak_rounding=rounding))
+        integer = expected.astype(int)
+        assert t["indices"][0] == integer[1] * 48 + integer[0], rounding
+        np.testing.assert_allclose(t["offset_3d"][0], centre - integer, atol=1e-5)
+
+
+def test_monoflex_selection_keeps_far_objects_and_drops_truncated_slivers():
+    cfg = DataConfig(min_depth=0.0, max_depth=None, skip_unknown_difficulty=False, truncation_filter=[0.9, 20.0])
+    objects = [
+        obj(z=150.0),  # far: MonoFlex has no depth limit
+        obj(truncation=0.95, box=(0, 10, 15, 60)),  # 15 px wide sliver at the border: dropped
+        obj(truncation=0.95, box=(0, 10, 40, 60)),  # truncated but 40 x 50 px: kept
+        obj(truncation=0.5, box=(0, 10, 15, 60)),  # narrow but not truncated enough: kept
+    ]
+    assert select_objects(objects, cfg) == [objects[0], objects[2], objects[3]]
+    with pytest.raises(Add3dError, match="truncation_filter"):
+        DataConfig(truncation_filter=[0.9]).validate()
+    with pytest.raises(Add3dError, match="peak_rounding"):
+        DataConfig(peak_rounding="ceil").validate()
 
 
 def test_encode_sample_meta_and_depth_scaling():
