@@ -31,7 +31,14 @@ from torch import nn
 
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
-from add3d.geometry.tensor_geometry import alpha_to_rotation_y, back_project, cell_xy, gather_at_indices, ray_angle
+from add3d.geometry.tensor_geometry import (
+    alpha_to_rotation_y,
+    back_project,
+    cell_xy,
+    gather_at_indices,
+    ray_angle,
+    rotation_y_to_alpha,
+)
 from add3d.models.decode import (
     depth_from_logit,
     detections_to_objects,
@@ -294,7 +301,7 @@ class MonoFlex(MonoDetector):
             # MonoFlex recomputes alpha from the label's rotation_y and location (KITTI's own alpha
             # field is rounded to 0.01 rad and occasionally inconsistent).
             location = targets["location"].to(dtype)
-            alpha = wrap_angle(targets["rotation_y"].to(dtype) - torch.atan2(location[..., 0], location[..., 2]))
+            alpha = rotation_y_to_alpha(targets["rotation_y"].to(dtype), ray_angle(location[..., 0], location[..., 2]))
             parts["orientation"] = multibin_loss(preds["orientation"][mask_3d], alpha[mask_3d], self.options.orientation_bins)
         else:
             parts["orientation"] = preds["orientation"].sum() * 0.0
