@@ -15,6 +15,7 @@ from types import ModuleType
 from add3d import __version__
 from add3d.commands import (
     benchmark_inference,
+    config,
     demo,
     eval_kitti,
     evaluate,
@@ -45,6 +46,7 @@ COMMANDS: list[tuple[str, ModuleType, str]] = [
     ("show-predictions", show_predictions, "predictions vs labels of a split, worst frames first: pictures + HTML gallery"),
     ("eval-kitti", eval_kitti, "official KITTI AP (2D/BEV/3D/AOS, R11+R40) of a prediction folder"),
     ("import-monodle", import_monodle, "convert a released MonoDLE checkpoint (xinzhuma/monodle) to add3d weights"),
+    ("config", config, "show a resolved config (config show CONFIG [overrides]) or list the shipped ones"),
 ]
 
 
@@ -59,18 +61,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sub_commands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    return next((action for action in parser._actions if isinstance(action, argparse._SubParsersAction)), None)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse a command line; options and ``key=value`` overrides may come in any order."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    if argv and argv[0] in commands.choices and not {"-h", "--help"} & set(argv[1:]):
-        # argparse's intermixed parsing (positionals after options) does not work through
-        # sub-parsers, so the chosen command's own parser does it.
-        args = commands.choices[argv[0]].parse_intermixed_args(argv[1:])
-        args.command = argv[0]
-        return args
-    return parser.parse_args(argv)
+    # argparse's intermixed parsing (positionals after options) does not work through sub-parsers,
+    # so the innermost chosen (sub-)command's own parser does it.
+    chosen, chain = {}, [parser]
+    while (sub := _sub_commands(chain[-1])) is not None and len(chain) <= len(argv) and argv[len(chain) - 1] in sub.choices:
+        chosen[sub.dest] = argv[len(chain) - 1]
+        chain.append(sub.choices[argv[len(chain) - 1]])
+    leaf, rest = chain[-1], argv[len(chain) - 1:]
+    if leaf is parser or _sub_commands(leaf) is not None or {"-h", "--help"} & set(rest):
+        return parser.parse_args(argv)  # help, errors and incomplete commands: argparse's own messages
+    args = leaf.parse_intermixed_args(rest)
+    for dest, name in chosen.items():
+        setattr(args, dest, name)
+    for outer in chain[1:-1]:  # defaults of the enclosing commands (e.g. their run function)
+        for key, value in outer._defaults.items():
+            if not hasattr(args, key):
+                setattr(args, key, value)
+    return args
 
 
 def _print_warning(command: str):

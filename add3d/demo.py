@@ -21,7 +21,7 @@ from add3d.data.loader import build_loader
 from add3d.data.mono_dataset import IMAGENET_MEAN, IMAGENET_STD, build_mono_dataset
 from add3d.data.synthetic import generate_dataset
 from add3d.engine.checkpoints import load_checkpoint
-from add3d.engine.config import config_to_dict, load_config
+from add3d.engine.config import config_to_dict, load_config, shipped_configs_dir
 from add3d.engine.inference import evaluate_predictions, load_detector, predict_split, resolve_device, write_predictions
 from add3d.engine.probes import depth_probes, format_probes
 from add3d.engine.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, train
@@ -40,14 +40,6 @@ CONFIG_FILES = {
     "add": "monodle/synthetic_add.yaml",
 }
 OVERLAPS = {"0.7": "default", "0.5": "loose"}
-
-
-def configs_dir() -> Path:
-    """The repository's configs/ (the demo runs from a checkout, as `make demo` does)."""
-    for candidate in (Path(__file__).resolve().parents[1] / "configs", Path.cwd() / "configs"):
-        if (candidate / CONFIG_FILES["baseline"]).is_file():
-            return candidate
-    raise Add3dError("configs/ not found: run the demo from the add3d repository (`make demo`)")
 
 
 @dataclass
@@ -176,7 +168,7 @@ def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2
     run.out_dir.mkdir(parents=True, exist_ok=True)
     budget = QUICK if quick else FULL
     data_root = run.out_dir / "data"
-    configs = configs_dir()
+    configs = shipped_configs_dir()
 
     if not (data_root / "ImageSets" / "val.txt").is_file():
         run.stage("synthetic KITTI-format data",

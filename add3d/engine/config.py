@@ -265,3 +265,30 @@ def config_to_dict(config: Config) -> dict:
 
 def config_to_yaml(config: Config) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def shipped_configs_dir() -> Path:
+    """The repository's ``configs/`` (next to the package in a checkout, else under the working directory)."""
+    for candidate in (Path(__file__).resolve().parents[2] / "configs", Path.cwd() / "configs"):
+        if (candidate / "monodle" / "synthetic.yaml").is_file():
+            return candidate
+    raise Add3dError("configs/ not found: run from the add3d repository (the configs ship with the checkout)")
+
+
+def config_summary(path: Path) -> str:
+    """The first sentence of a config file's leading comment."""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words.append(line.lstrip("#").strip())
+    text = " ".join(words)
+    for end in (": ", ". ", "; "):
+        text = text.split(end)[0]
+    return text.rstrip(":.")
+
+
+def shipped_configs() -> list[tuple[Path, str]]:
+    """(path relative to the repository, one-line summary) of every shipped config, sorted."""
+    root = shipped_configs_dir()
+    return [(path.relative_to(root.parent), config_summary(path)) for path in sorted(root.glob("*/*.yaml"))]
