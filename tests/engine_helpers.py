@@ -151,6 +151,7 @@ def tiny_config_overrides(root: Path, out_dir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from add3d.engine.config import load_config
+    from add3d.engine.distributed import shutdown_distributed
     from add3d.engine.trainer import train
 
     torch.set_num_threads(1)
@@ -160,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", default=None)
     args = parser.parse_args(argv)
     cfg = load_config(None if args.config == "none" else args.config, args.overrides)
-    train(cfg, resume=args.resume, detector=TinyDetector(len(cfg.data.classes)))
+    try:
+        train(cfg, resume=args.resume, detector=TinyDetector(len(cfg.data.classes)))
+    finally:
+        # Leave the process group before the interpreter exits: a process that exits with gloo's
+        # threads still running aborts ("terminate called without an active exception", rc -6),
+        # which made test_ddp fail now and then. `add3d train` does the same.
+        shutdown_distributed()
     return 0
 
 
