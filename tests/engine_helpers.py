@@ -75,6 +75,7 @@ class TinyDetector(nn.Module):
 
     def __init__(self, num_classes: int = 3, in_channels: int = 3, seed: int = 0):
         super().__init__()
+        self.num_classes = num_classes
         with torch.random.fork_rng():  # same initial weights in every process, whatever ran before
             torch.manual_seed(seed)
             self._build(num_classes, in_channels)

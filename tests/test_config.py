@@ -112,3 +112,17 @@ def test_learning_rate_schedule():
     assert lr_factor(2.5, base, cfg) * base == pytest.approx(1e-5 + (base - 1e-5) / 2)
     assert lr_factor(5, base, cfg) == 1.0 and lr_factor(89, base, cfg) == 1.0
     assert lr_factor(90, base, cfg) == pytest.approx(0.1) and lr_factor(139, base, cfg) == pytest.approx(0.01)
+
+
+def test_removed_dead_fields_are_gone_but_old_checkpoint_configs_still_load():
+    from add3d.distill.config import DistillConfig
+    from add3d.engine.config import config_from_dict, config_to_dict
+
+    assert "num_classes" not in DistillConfig.__dataclass_fields__
+    config = Path(__file__).resolve().parents[1] / "configs" / "monodle" / "synthetic_add.yaml"
+    stored = config_to_dict(load_config(config, ["teacher.checkpoint=t.pth"]))
+    stored["distill"]["num_classes"] = 3  # what checkpoints written before the removal hold
+    stored["model"]["max_objects"] = 50
+    assert config_to_dict(config_from_dict(stored)) == config_to_dict(load_config(config, ["teacher.checkpoint=t.pth"]))
+    with pytest.raises(Add3dError, match="num_classes"):
+        load_config(config, ["teacher.checkpoint=t.pth", "distill.num_classes=3"])

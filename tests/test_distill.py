@@ -14,10 +14,9 @@ from add3d.distill import losses
 from add3d.distill.attention import TargetCrossAttention
 from add3d.geometry.tensor_geometry import gather_at_indices
 from add3d.distill.config import DistillConfig
-from add3d.distill.config import TeacherConfig
 from add3d.distill.teacher_input import InputSpec, make_teacher_input
-from add3d.distill.teacher import init_teacher_from_rgb, teacher_model_config
-from add3d.distill.wrapper import DistillationModule, balance_weights, build_distillation_module, student_gradient_norms
+from add3d.distill.teacher import init_teacher_from_rgb, load_teacher, teacher_model_config
+from add3d.distill.wrapper import DistillationModule, balance_weights, student_gradient_norms
 from add3d.errors import Add3dError
 
 B, H, W, M, C = 2, 32, 64, 6, 3  # batch, input size, object slots, classes
@@ -34,6 +33,7 @@ class TinyDetector(nn.Module):
 
     stride = 4
     first_conv_key = "body.0.weight"
+    num_classes = 3
 
     def __init__(self, in_channels: int = 3, feature_channels: int = 16):
         super().__init__()
@@ -361,7 +361,7 @@ def test_monodle_student_checkpoint_is_the_baseline_detector(tmp_path):
     torch.manual_seed(0)
     teacher_path = tmp_path / "teacher.pth"
     _save_checkpoint(teacher_path, build_detector(teacher_model_config(cfg)))
-    module = build_distillation_module(cfg, DistillConfig(depth_bins=8), TeacherConfig(checkpoint=str(teacher_path)))
+    module = DistillationModule(build_detector(cfg), load_teacher(cfg, teacher_path), DistillConfig(depth_bins=8))
     assert not module.teacher.training and all(not p.requires_grad for p in module.teacher.parameters())
     assert module.teacher.in_channels == 5 and module.detector.in_channels == 3
 
@@ -376,16 +376,15 @@ def test_monodle_student_checkpoint_is_the_baseline_detector(tmp_path):
     image = torch.randn(1, 3, 64, 128)
     assert flops(module.detector.eval(), image) == flops(baseline.eval(), image) > 0
 
-    # A wrong teacher checkpoint (the RGB student's) or none at all is a clear error.
+    # A wrong teacher checkpoint (the RGB student's) is a clear error (a missing teacher.checkpoint
+    # is refused when the config loads: test_config).
     with pytest.raises(Add3dError, match="not a teacher checkpoint"):
-        build_distillation_module(cfg, None, TeacherConfig(checkpoint=str(student_path)))
+        load_teacher(cfg, student_path)
     with pytest.raises(Add3dError, match="not found"):
-        build_distillation_module(cfg, None, TeacherConfig(checkpoint=str(tmp_path / "missing.pth")))
-    with pytest.raises(Add3dError, match="teacher.checkpoint"):
-        build_distillation_module(cfg, None, TeacherConfig())
+        load_teacher(cfg, tmp_path / "missing.pth")
     (tmp_path / "garbage.pth").write_text("not a checkpoint")
     with pytest.raises(Add3dError, match="garbage.pth"):
-        build_distillation_module(cfg, None, TeacherConfig(checkpoint=str(tmp_path / "garbage.pth")))
+        load_teacher(cfg, tmp_path / "garbage.pth")
 
 
 @pytest.fixture(scope="module")

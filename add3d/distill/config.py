@@ -56,7 +56,6 @@ class DistillConfig:
     ffn_channels: int = 256
     dropout: float = 0.0
     class_embedding: bool = True
-    num_classes: int = 3  # class embeddings; the detector's own num_classes wins when it has one
 
     def validate(self) -> None:
         if self.balance not in ("fixed", "auto") or not self.balance_target > 0 or self.balance_batches < 1:

@@ -13,7 +13,6 @@ Detector-agnostic by construction: it only uses the MonoDetector contract of doc
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import torch
@@ -22,13 +21,12 @@ from torch import Tensor, nn
 
 from add3d.distill import losses
 from add3d.distill.attention import SelfAttention3D, TargetCrossAttention
-from add3d.distill.config import DistillConfig, TeacherConfig
+from add3d.distill.config import DistillConfig
 from add3d.distill.position_encoding import PositionEncoding3D
-from add3d.distill.teacher import freeze, load_teacher
+from add3d.distill.teacher import freeze
 from add3d.distill.teacher_input import InputSpec, make_teacher_input
 from add3d.errors import Add3dError
 from add3d.geometry.tensor_geometry import gather_at_indices
-from add3d.models import build_detector
 
 
 class DistillationModule(nn.Module):
@@ -78,7 +76,7 @@ class DistillationModule(nn.Module):
                 student_channels,
                 cfg.num_heads,
                 cfg.ffn_channels,
-                int(getattr(student, "num_classes", cfg.num_classes)),  # the detector knows best
+                int(student.num_classes),
                 cfg.class_embedding,
                 cfg.dropout,
             )
@@ -221,38 +219,3 @@ def balance_weights(module: DistillationModule, batches, target: float) -> dict[
             module.loss_weights[index] = current * target * detection / norms[name]
         chosen[name] = float(module.loss_weights[index])
     return chosen
-
-
-def _as_dataclass(value: Any, kind: type) -> Any:
-    """Accept the dataclass itself, an OmegaConf node, a dict or None."""
-    if value is None:
-        return kind()
-    if isinstance(value, kind):
-        return value
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(value, DictConfig):
-            value = OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    names = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(value) - names)
-    if unknown:
-        raise Add3dError(f"unknown {kind.__name__} options: {unknown}")
-    return kind(**dict(value))
-
-
-def build_distillation_module(model_cfg: Any, distill_cfg: Any = None, teacher_cfg: Any = None) -> DistillationModule:
-    """Student from ``model_cfg`` (the baseline's model section), teacher from ``teacher.checkpoint``.
-
-    The teacher is the same detector with 5 input channels; its checkpoint is read with
-    ``weights_only=True`` and must load strictly.
-    """
-    distill_cfg = _as_dataclass(distill_cfg, DistillConfig)
-    teacher_cfg = _as_dataclass(teacher_cfg, TeacherConfig)
-    if not teacher_cfg.checkpoint:
-        raise Add3dError("ADD needs a trained teacher: pass teacher.checkpoint=PATH (a teacher run's checkpoint)")
-    student = build_detector(model_cfg)
-    teacher = load_teacher(model_cfg, teacher_cfg.checkpoint)
-    return DistillationModule(student, teacher, distill_cfg)

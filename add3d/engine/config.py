@@ -160,7 +160,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), training: bo
 
 
 # Keys older checkpoints store that no longer exist (they had no effect): dropped when read back.
-REMOVED_KEYS = {"model": ("max_objects", "num_classes")}
+REMOVED_KEYS = {"model": ("max_objects", "num_classes"), "distill": ("num_classes",)}
 
 
 def config_from_dict(content: dict, source: str = "<checkpoint config>", overrides: list[str] = ()) -> Config:
