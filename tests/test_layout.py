@@ -6,10 +6,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "add3d"
-# geometry -> data -> models / evaluation / viz -> distill -> engine -> demo -> commands -> cli;
+# geometry -> data -> models / evaluation / viz -> distill -> engine -> deploy / demo -> commands -> cli;
 # errors, fileio and progress are the floor every layer may use.
 LAYERS = {"errors": 0, "fileio": 0, "progress": 0, "__init__": 0, "geometry": 1, "data": 2, "models": 3,
-          "evaluation": 3, "viz": 3, "distill": 4, "engine": 5, "demo": 6, "commands": 7, "cli": 8, "__main__": 9}
+          "evaluation": 3, "viz": 3, "distill": 4, "engine": 5, "deploy": 6, "demo": 6, "commands": 7, "cli": 8, "__main__": 9}
 MAX_LOCAL_IMPORTS = 10  # only where they keep `add3d --help` and torch-free commands fast
 
 
@@ -80,3 +80,20 @@ def test_no_import_cycles_and_few_function_local_imports():
             assert visit(name, []) is None
     local = sorted({f"{name}:{line}" for name, tree in trees.items() for _, line in add3d_imports(tree, False) if line})
     assert len(local) <= MAX_LOCAL_IMPORTS, local
+
+
+def test_design_layout_names_only_files_that_exist():
+    design = (PACKAGE.parent / "docs" / "DESIGN.md").read_text()
+    block = design.split("## Layout")[1].split("```")[1]
+    named = []
+    for line in block.splitlines()[2:]:
+        files = line.strip().split("  ")[0].split()
+        folder = ""
+        for token in files:
+            if "/" in token:
+                folder, _, token = token.rpartition("/")
+            if token.endswith(".py") or token == "":
+                named.append(f"{folder}/{token}".strip("/"))
+    assert len(named) > 40
+    missing = [name for name in named if not any(PACKAGE.glob(name))]
+    assert missing == []

@@ -11,7 +11,6 @@ import argparse
 import json
 from pathlib import Path
 
-from add3d.engine.config import load_config
 from add3d.evaluation.kitti_eval import format_table
 from add3d.fileio import atomic_write_text
 
@@ -29,24 +28,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.engine.inference import evaluate_predictions, predict_split, write_predictions, write_submission_zip
+    from add3d.engine import config, inference
 
-    cfg = load_config(args.config, args.overrides, training=False)
+    cfg = config.load_config(args.config, args.overrides, training=False)
     split = args.split or cfg.data.val_split
     out = args.out or Path(cfg.train.out_dir) / f"eval_{Path(split).stem}"
-    dataset, predictions = predict_split(cfg, args.checkpoint, split, args.batch_size, args.device, progress=not args.quiet)
-    write_predictions(predictions, out / "predictions")
+    dataset, predictions = inference.predict_split(cfg, args.checkpoint, split, args.batch_size, args.device,
+                                                   progress=not args.quiet)
+    inference.write_predictions(predictions, out / "predictions")
     print(f"wrote {len(predictions)} prediction files to {out / 'predictions'}")
     if dataset.frames.load_labels:
         ground_truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
-        results = evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap,
-                                       cfg.train.eval_box2d_scale)
+        results = inference.evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes),
+                                                 cfg.train.eval_overlap, cfg.train.eval_box2d_scale)
         table = format_table(results, cfg.train.eval_box2d_scale)
         print(table)
         atomic_write_text(out / "metrics.txt", table + "\n")
         atomic_write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
         print(f"wrote {out / 'metrics.json'}")
     if args.submission is not None:
-        write_submission_zip(predictions, dataset.ids, args.submission)
+        inference.write_submission_zip(predictions, dataset.ids, args.submission)
         print(f"wrote {args.submission}")
     return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from add3d.engine.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,12 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.engine.inference import predict_split, write_submission_zip
+    from add3d.engine import config, inference
 
-    cfg = load_config(args.config, args.overrides, training=False)
+    cfg = config.load_config(args.config, args.overrides, training=False)
     split = args.split or cfg.data.test_split
-    dataset, predictions = predict_split(cfg, args.checkpoint, split, args.batch_size, args.device)
-    write_submission_zip(predictions, dataset.ids, args.out)
+    dataset, predictions = inference.predict_split(cfg, args.checkpoint, split, args.batch_size, args.device)
+    inference.write_submission_zip(predictions, dataset.ids, args.out)
     count = sum(len(v) for v in predictions.values())
     print(f"wrote {args.out}: {len(dataset.ids)} result files, {count} detections")
     return 0

@@ -12,7 +12,6 @@ import argparse
 import math
 from pathlib import Path
 
-from add3d.engine.config import load_config
 from add3d.errors import Add3dError
 
 
@@ -37,9 +36,9 @@ def summary_line(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.engine import distributed, trainer
+    from add3d.engine import config, distributed, trainer
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = config.load_config(args.config, args.overrides)
     resume = args.resume
     if resume == "last":
         resume = Path(cfg.train.out_dir) / trainer.LAST_CHECKPOINT
