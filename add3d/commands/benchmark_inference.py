@@ -12,6 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
+from add3d.deploy.benchmark import BACKENDS, benchmark_inference
+from add3d.deploy.export_checkpoint import export_checkpoint
+from add3d.deploy.onnx_runtime import OnnxDetector
+from add3d.engine.inference import load_detector, predict_config, resolve_device
+from add3d.errors import Add3dError
+from add3d.fileio import atomic_write_text
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint written by add3d train")
@@ -33,13 +40,6 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     import torch
-
-    from add3d.deploy.benchmark import BACKENDS, benchmark_inference
-    from add3d.deploy.export_checkpoint import export_checkpoint
-    from add3d.deploy.onnx_runtime import OnnxDetector
-    from add3d.engine.inference import load_detector, predict_config, resolve_device
-    from add3d.errors import Add3dError
-    from add3d.fileio import atomic_write_text
 
     if args.checkpoint is None and args.onnx is None:
         raise Add3dError("pass --checkpoint CKPT and/or --onnx FILE")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from add3d.engine.config import config_to_yaml, load_config, shipped_configs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,15 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from add3d.engine.config import config_to_yaml, load_config
-
     print(config_to_yaml(load_config(args.config, args.overrides)), end="")
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from add3d.engine.config import shipped_configs
-
     entries = shipped_configs()
     width = max(len(str(path)) for path, _ in entries)
     for path, summary in entries:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from add3d.demo import run_demo
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (data, runs, report)")
@@ -16,7 +18,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.demo import run_demo
-
     run_demo(Path(args.out), quick=args.quick, seed=args.seed, workers=args.workers, fresh=args.fresh)
     return 0

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from add3d.engine import config, inference
 from add3d.evaluation.kitti_eval import format_table
 from add3d.fileio import atomic_write_text
 
@@ -28,8 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.engine import config, inference
-
     cfg = config.load_config(args.config, args.overrides, training=False)
     split = args.split or cfg.data.val_split
     out = args.out or Path(cfg.train.out_dir) / f"eval_{Path(split).stem}"

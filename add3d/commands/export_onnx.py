@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from add3d.deploy.export_checkpoint import export_checkpoint
 from add3d.deploy.onnx_metadata import DEFAULT_OPSET
 
 
@@ -26,8 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.deploy.export_checkpoint import export_checkpoint
-
     report = export_checkpoint(args.checkpoint, args.out, args.config, args.overrides, args.input_size,
                                args.opset, args.batch_size, args.force)
     worst = max(report["max_output_difference"].items(), key=lambda item: item[1])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from add3d.engine import config, inference
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.engine import config, inference
-
     cfg = config.load_config(args.config, args.overrides, training=False)
     split = args.split or cfg.data.test_split
     dataset, predictions = inference.predict_split(cfg, args.checkpoint, split, args.batch_size, args.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from add3d.fileio import atomic_save
+from add3d.models import ModelConfig, build_detector, pretrained
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
-    from add3d.models import ModelConfig, build_detector, pretrained
 
     release = pretrained.read_state_dict(args.release)  # unwraps {'model_state': ...}
     converted = pretrained.convert_monodle_release(release, list(args.classes))

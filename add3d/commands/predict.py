@@ -16,6 +16,9 @@ from pathlib import Path
 
 from add3d.data.kitti import read_image, write_label
 from add3d.data.own_images import calib_for, list_images, read_camera
+from add3d.deploy.onnx_runtime import OnnxDetector
+from add3d.engine.inference import load_detector, predict_config, predict_image, resolve_device, set_threads
+from add3d.errors import Add3dError
 from add3d.progress import progress
 from add3d.viz.prediction_figure import save_prediction_figure
 
@@ -35,13 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.engine.inference import load_detector, predict_config, predict_image, resolve_device, set_threads
-
     if args.onnx is not None:
         import torch
-
-        from add3d.deploy.onnx_runtime import OnnxDetector
-        from add3d.errors import Add3dError
 
         if args.config is not None or args.overrides:
             raise Add3dError("--onnx takes its settings from the file's metadata; --config and overrides apply to --checkpoint")

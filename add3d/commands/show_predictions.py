@@ -11,7 +11,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from add3d.data.dataset import KittiDataset
+from add3d.data.kitti import read_label
+from add3d.deploy.onnx_runtime import OnnxDetector, predict_split_onnx
+from add3d.engine.inference import predict_config, predict_split
+from add3d.errors import Add3dError
 from add3d.evaluation.frame_review import ORDERS
+from add3d.viz.gallery import write_review
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,25 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.data.dataset import KittiDataset
-    from add3d.data.kitti import read_label
-    from add3d.errors import Add3dError
-    from add3d.viz.gallery import write_review
-
     if args.limit < 0:
         raise Add3dError(f"--limit must be >= 0, got {args.limit}")
     split = args.split
     if args.checkpoint is not None:
-        from add3d.engine.inference import predict_config, predict_split
-
         overrides = list(args.overrides) + ([f"data.root={args.root}"] if args.root else [])
         cfg = predict_config(args.checkpoint, args.config, overrides)
         split = split or cfg.data.val_split
         dataset, predictions = predict_split(cfg, args.checkpoint, split, device_name=args.device)
         frames, classes = dataset.frames, tuple(cfg.model.classes)
     elif args.onnx is not None:
-        from add3d.deploy.onnx_runtime import OnnxDetector, predict_split_onnx
-
         if args.root is None:
             raise Add3dError("--onnx needs --root (the KITTI folder)")
         runner = OnnxDetector(args.onnx, device=args.device or "auto")

@@ -12,6 +12,7 @@ import argparse
 import math
 from pathlib import Path
 
+from add3d.engine import config, distributed, trainer
 from add3d.errors import Add3dError
 
 
@@ -36,8 +37,6 @@ def summary_line(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from add3d.engine import config, distributed, trainer
-
     cfg = config.load_config(args.config, args.overrides)
     resume = args.resume
     if resume == "last":

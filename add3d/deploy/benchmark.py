@@ -15,7 +15,10 @@ from typing import Callable
 
 import torch
 
+from add3d.data.config import DataConfig
+from add3d.data.mono_dataset import batch_to_device, collate_batch, encode_sample
 from add3d.errors import Add3dError
+from add3d.geometry.calib import Calibration
 
 
 def time_calls(call: Callable[[], object], batch_size: int, warmup: int = 3, repeats: int = 10,
@@ -116,10 +119,6 @@ def benchmark_batch(input_size: tuple[int, int], batch_size: int = 1, seed: int 
     """A random KITTI-size frame preprocessed exactly like real ones (``encode_sample``), ``batch_size`` times."""
     import numpy as np
 
-    from add3d.data.config import DataConfig
-    from add3d.data.mono_dataset import collate_batch, encode_sample
-    from add3d.geometry.calib import Calibration
-
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (*KITTI_IMAGE_SIZE, 3), dtype=np.uint8)
     calib = Calibration.from_P2(np.array(KITTI_P2))
@@ -132,8 +131,6 @@ def benchmark_inference(detector: torch.nn.Module | None, runner, input_size: tu
                         repeats: int = 10) -> dict:
     """Latency per backend (see the module doc). ``detector`` (PyTorch, on ``device``) and ``runner``
     (an OnnxDetector) may each be None; their backends are then reported as unavailable."""
-    from add3d.data.mono_dataset import batch_to_device
-
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
         raise Add3dError(f"unknown backend(s) {', '.join(unknown)} (choose from {', '.join(BACKENDS)})")

@@ -9,6 +9,7 @@ import torch
 from add3d.deploy.onnx_export import example_camera, export_onnx, graph_output_names
 from add3d.deploy.onnx_metadata import DEFAULT_OPSET, metadata_from_config
 from add3d.deploy.onnx_runtime import OnnxDetector, max_output_differences
+from add3d.engine.inference import load_detector, predict_config
 from add3d.errors import Add3dError
 
 
@@ -27,8 +28,6 @@ def export_checkpoint(
 
     Returns ``detector``, ``input_size``, ``outputs`` and ``max_output_difference`` (per output).
     """
-    from add3d.engine.inference import load_detector, predict_config
-
     out = Path(out)
     if out.exists() and not force:
         raise Add3dError(f"{out} exists; pass --force to replace it")

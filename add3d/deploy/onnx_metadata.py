@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from add3d import __version__
+from add3d.data.mono_dataset import IMAGENET_MEAN, IMAGENET_STD
 from add3d.errors import DataFormatError
+from add3d.models import ModelConfig
 
 DEFAULT_OPSET = 19  # DeformConv (MonoFlex's deformable neck) first appears in opset 19
 FORMAT_VERSION = "1"  # bump when the graph's inputs/outputs or these keys change meaning
@@ -75,10 +78,6 @@ def metadata_from_config(cfg, spec, stride: int, output_names: list[str], input_
                          batch_size: int = 1) -> DeployMetadata:
     """The metadata of a graph exported from a detector (of feature ``stride``, trained on input
     ``spec``, a distill.teacher_input.InputSpec) configured by ``cfg`` (an engine.config.Config)."""
-    from add3d import __version__
-    from add3d.data.mono_dataset import IMAGENET_MEAN, IMAGENET_STD
-    from add3d.models import ModelConfig
-
     model = cfg.model
     model_dict = dataclasses.asdict(model) if isinstance(model, ModelConfig) else dict(model)
     model_dict["pretrained"] = None  # the graph carries every weight

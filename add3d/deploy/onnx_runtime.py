@@ -20,9 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from add3d.data.loader import build_loader
+from add3d.data.mono_dataset import build_mono_dataset
 from add3d.deploy.onnx_metadata import INPUT_NAMES, DeployMetadata
 from add3d.distill.teacher_input import InputSpec
+from add3d.engine.config import config_from_dict
+from add3d.engine.inference import predict_loader
 from add3d.errors import Add3dError, DataFormatError
+from add3d.models import build_detector
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -113,16 +118,12 @@ class OnnxDetector:
     def decoder(self):
         """The detector whose ``decode`` turns this file's outputs into objects (weights unused)."""
         if self._decoder is None:
-            from add3d.models import build_detector
-
             self._decoder = build_detector(dict(self.metadata.model_config)).eval()
         return self._decoder
 
     def config(self):
         """An engine Config with this file's model section and input size, to preprocess images exactly
         as the exported detector was fed (``data.input_size``; classes from the model)."""
-        from add3d.engine.config import config_from_dict
-
         metadata = self.metadata
         content = {"model": dict(metadata.model_config),
                    "data": {"input_size": list(metadata.input_size), "classes": list(metadata.classes)}}
@@ -157,10 +158,6 @@ def predict_split_onnx(runner: OnnxDetector, root: str | Path, split: str, worke
     """(dataset, detections by frame id) of a split of the KITTI folder ``root``, preprocessed at the
     file's input size exactly as ``add3d eval`` preprocesses for a checkpoint."""
     import dataclasses
-
-    from add3d.data.loader import build_loader
-    from add3d.data.mono_dataset import build_mono_dataset
-    from add3d.engine.inference import predict_loader
 
     runner.require_rgb()
     data = dataclasses.replace(runner.config().data, root=str(root))

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
 from add3d.data.kitti import Object3D
 from add3d.errors import Add3dError
@@ -203,6 +202,8 @@ class GUPNet(MonoDetector):
         batch_index = torch.arange(batch, device=device)[:, None].expand(batch, slots)[mask]
         rois = torch.cat([batch_index[:, None].to(dtype), boxes[mask]], dim=1)
         size = self.roi_size
+        from torchvision.ops import roi_align  # here: torchvision takes seconds to import (add3d --help)
+
         roi_features = roi_align(features, rois, (size, size), spatial_scale=1.0)
 
         steps = torch.linspace(0.0, 1.0, size, dtype=dtype, device=device)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from add3d.evaluation.frame_review import FrameReview
+from add3d.evaluation.frame_review import FrameReview, review_frame, worst_first
 from add3d.fileio import atomic_write_text
+from add3d.viz.review_figure import save_review_figure
 
 PAGE_STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -60,9 +61,6 @@ def write_review(out_dir: str | Path, frames, predictions: dict, classes: tuple[
                  limit: int | None = 50, min_score: float = 0.0, title: str = "predictions vs labels") -> list[FrameReview]:
     """Review every frame of ``frames`` (a labelled data.dataset.KittiDataset) against ``predictions``
     (frame id -> objects): OUT/frames/<id>.png for the ``limit`` worst frames, OUT/index.html listing all."""
-    from add3d.evaluation.frame_review import review_frame, worst_first
-    from add3d.viz.review_figure import save_review_figure
-
     out_dir = Path(out_dir)
     reviews = []
     for index, frame_id in enumerate(frames.ids):
