@@ -54,9 +54,8 @@ def lidar_depth_map(points: np.ndarray, calib: Calibration, image_size: tuple[in
     # Project only the points in front of the camera (on a 360-degree scan, about half of them);
     # the comparisons on continuous coordinates equal those on their floors, so only the pixels
     # that are kept are converted to integers.
-    rect = calib.velo_to_rect(points)
-    front = rect[:, 2] > min_depth
-    uv, depth = calib.rect_to_image(rect[front])
+    rect = calib.velo_to_rect(points, homogeneous=True)
+    uv, depth = calib.rect_to_image(rect[rect[:, 2] > min_depth])
     u, v = uv[:, 0], uv[:, 1]
     keep = (u >= 0) & (u < width) & (v >= 0) & (v < height)
     cols = u[keep].astype(np.int64)  # >= 0, so truncation is the floor

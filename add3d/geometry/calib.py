@@ -25,7 +25,9 @@ from add3d.geometry.tensor_geometry import (
 
 
 def _to_hom(points: np.ndarray) -> np.ndarray:
-    """(N,3) points -> (N,4) float64 [x, y, z, 1], in one allocation (no intermediate float64 copy)."""
+    """(N,3) points -> (N,4) float64 [x, y, z, 1], in one allocation; (N,4) float64 ones pass as they are."""
+    if points.shape[1] == 4 and points.dtype == np.float64:
+        return points
     out = np.empty((points.shape[0], 4), dtype=np.float64)
     out[:, :3] = points[:, :3]
     out[:, 3] = 1.0
@@ -124,10 +126,12 @@ class Calibration:
         return bad
 
     # ----- LiDAR <-> rect -----------------------------------------------------------------------
-    def velo_to_rect(self, points: np.ndarray) -> np.ndarray:
-        """(N,3) LiDAR points -> (N,3) rect-frame points."""
+    def velo_to_rect(self, points: np.ndarray, homogeneous: bool = False) -> np.ndarray:
+        """(N,3) LiDAR points (extra columns ignored) -> (N,3) rect-frame points, or (N,4) with
+        ``homogeneous`` (the last column exactly 1: the transform's last row is [0, 0, 0, 1])."""
         transform = _pad4(self.R0_rect) @ _pad4(self.Tr_velo_to_cam)
-        return (_to_hom(points) @ transform.T)[:, :3]
+        rect = _to_hom(points[:, :3]) @ transform.T
+        return rect if homogeneous else rect[:, :3]
 
     def rect_to_velo(self, points: np.ndarray) -> np.ndarray:
         transform = np.linalg.inv(_pad4(self.R0_rect) @ _pad4(self.Tr_velo_to_cam))
@@ -135,7 +139,7 @@ class Calibration:
 
     # ----- rect <-> image -----------------------------------------------------------------------
     def rect_to_image(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N,3) rect points -> ((N,2) pixel coordinates, (N,) depth = rect z)."""
+        """(N,3) rect points (or homogeneous (N,4), last column 1) -> ((N,2) pixels, (N,) depth = rect z)."""
         points = np.asarray(points)
         projected = _to_hom(points) @ self.P2.T
         with np.errstate(divide="ignore", invalid="ignore"):
