@@ -142,6 +142,7 @@ def tiny_config_overrides(root: Path, out_dir: Path) -> list[str]:
         "train.epochs=2",
         "train.batch_size=4",
         "train.workers=0",
+        "train.log_every=1",  # the tests read every step's loss
         "train.eval_every=-1",
         "train.device=cpu",
         "data.skip_unknown_difficulty=false",

@@ -76,7 +76,9 @@ class PositionEncoding3D(nn.Module):
             u = u[None].expand(P2_input.shape[0], -1)
             v = v[None].expand(P2_input.shape[0], -1)
         points = self.normalised_points(P2_input, u, v)
-        return self.mlp(points.flatten(2))
+        # float32 under mixed precision too: far frustum points lie well outside [-1, 1].
+        with torch.autocast(device_type=points.device.type, enabled=False):
+            return self.mlp(points.flatten(2))
 
     def for_map(self, P2_input: Tensor, height: int, width: int, stride: float) -> Tensor:
         """Embeddings B x (height * width) x C of every cell of a map with the given stride."""

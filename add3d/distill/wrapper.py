@@ -26,6 +26,7 @@ from add3d.distill.position_encoding import PositionEncoding3D
 from add3d.distill.teacher import freeze
 from add3d.distill.teacher_input import InputSpec, make_teacher_input
 from add3d.errors import Add3dError
+from add3d.models.precision import detector_loss
 from add3d.geometry.tensor_geometry import gather_at_indices
 
 
@@ -127,7 +128,7 @@ class DistillationModule(nn.Module):
         cfg = self.cfg
         meta = batch["meta"]
         student_out = self.detector(batch["image"], targets, meta=meta)
-        detection_loss, logs = self.detector.loss(student_out, targets, meta)
+        detection_loss, logs = detector_loss(self.detector, student_out, targets, meta)
         logs = {name: value.detach() for name, value in logs.items()}
         with torch.no_grad():
             teacher_out = self.teacher(self.teacher_input(batch), targets, meta=meta)

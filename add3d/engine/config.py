@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from add3d.data.config import DataConfig
 from add3d.distill.config import DistillConfig, TeacherConfig
+from add3d.engine.precision import AMP_MODES, LEGACY_AMP
 from add3d.errors import Add3dError, DataFormatError
 from add3d.models.config import ModelConfig
 
@@ -51,7 +52,13 @@ class TrainConfig:
     workers: int = 4  # data-loader processes per training process (persistent, 1 BLAS/OpenCV thread each)
     prefetch_factor: int = 2  # batches each worker prepares ahead
     seed: int = 444
-    amp: bool = True  # mixed precision; only ever used on CUDA
+    # Mixed precision: auto (bf16 on CUDA GPUs that support it, else fp16; off on CPU) | off | fp16 |
+    # bf16. Losses always run in float32. Old configs' true / false read as auto / off.
+    amp: str = "auto"
+    accumulate_steps: int = 1  # split each step's batch into N micro-batches (same result, 1/N memory)
+    channels_last: bool = False  # NHWC memory format for the network (faster convs on tensor-core GPUs)
+    compile: bool = False  # torch.compile the detectors' forward (the loss stays eager)
+    compile_backend: str = "inductor"  # torch.compile backend (e.g. aot_eager: graph capture without codegen)
     grad_clip: float | None = None  # max gradient L2 norm; null = no clipping
     eval_every: int = 10  # validate every N epochs and after the last; 0 = only after the last; -1 = never
     checkpoint_every_steps: int = 0  # also write `last` every N steps inside an epoch (0 = per epoch only)
@@ -63,13 +70,16 @@ class TrainConfig:
     sync_batchnorm: bool = False  # DDP: synchronise BatchNorm statistics across processes
     find_unused_parameters: bool = False  # DDP option for modules with parameters unused in some steps
     max_bad_steps: int = 20  # abort after this many consecutive non-finite losses (each one is skipped)
-    log_every: int = 10  # TensorBoard scalars every N steps
+    log_every: int = 10  # one train_log / TensorBoard / progress record (means of the steps) every N steps
     eval_overlap: str = "default"  # KITTI overlaps: default (0.7/0.5/0.5) | loose (0.5/0.25/0.25)
     # Multiply 2D boxes before evaluating so KITTI's pixel-height difficulties act on down-scaled
     # frames as on full-size ones (4.0 for `add3d synth --scale 0.25`); 1.0 = the official protocol.
     eval_box2d_scale: float = 1.0
     best_metric: str = "Car/3d/R40/moderate"  # CLASS/KIND/R11|R40/easy|moderate|hard, higher is better
     init_checkpoint: str | None = None  # detector weights to start from (3-channel weights widen for teachers)
+
+    def __post_init__(self) -> None:
+        self.amp = LEGACY_AMP.get(str(self.amp), self.amp)
 
 
 @dataclass
@@ -225,9 +235,14 @@ def validate_config(config: Config) -> None:
         raise Add3dError("data.depth_jitter scales depth targets with the image unchanged: only for depth teachers "
                          "(model.in_channels 5, no distill section)")
     train = config.train
-    for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 0)):
+    for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("accumulate_steps", 1), ("log_every", 1)):
         if getattr(train, name) < minimum:
             raise Add3dError(f"train.{name} must be >= {minimum}, got {getattr(train, name)}")
+    if train.amp not in AMP_MODES:
+        raise Add3dError(f"train.amp must be one of {', '.join(AMP_MODES)} (or the old true / false), got '{train.amp}'")
+    if train.batch_size % train.accumulate_steps:
+        raise Add3dError(f"train.batch_size {train.batch_size} must be divisible by train.accumulate_steps "
+                         f"{train.accumulate_steps} (each step's batch is split into that many micro-batches)")
     if train.prefetch_factor < 1:
         raise Add3dError(f"train.prefetch_factor must be >= 1, got {train.prefetch_factor}")
     if train.threads is not None and train.threads < 1:

@@ -12,6 +12,7 @@ from torch import nn
 
 from add3d.distill.teacher_input import IN_CHANNELS, InputSpec, detector_input
 from add3d.errors import Add3dError
+from add3d.models.precision import detector_loss
 
 
 def input_spec_from_config(cfg) -> InputSpec:
@@ -57,7 +58,7 @@ class DetectorModule(nn.Module):
         targets = batch["targets"]
         meta = batch["meta"]
         outputs = self.detector(image, targets, meta=meta)
-        return self.detector.loss(outputs, targets, meta)
+        return detector_loss(self.detector, outputs, targets, meta)
 
 
 __all__ = ["DetectorModule", "detector_input", "input_spec_from_config", "teacher_input_spec"]

@@ -13,6 +13,8 @@ was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import time
@@ -56,6 +58,7 @@ from add3d.engine.inference import (
 )
 from add3d.engine.modules import DetectorModule, input_spec_from_config, teacher_input_spec
 from add3d.engine.optim import build_optimizer, build_scheduler
+from add3d.engine.precision import amp_dtype, autocast, build_grad_scaler
 from add3d.engine.probes import depth_probes, format_probes
 from add3d.engine.run_folder import check_run_folder, discarded_if_no_checkpoint, move_earlier_run
 from add3d.engine.seed import capture_rng_state, restore_rng_state, seed_everything
@@ -106,6 +109,22 @@ def build_training_module(cfg: Config, detector: torch.nn.Module | None = None) 
     return DetectorModule(detector, input_spec_from_config(cfg))
 
 
+def compile_detectors(module: torch.nn.Module, backend: str, device: torch.device) -> None:
+    """``torch.compile`` the forward of the module's detector (and ADD's teacher), in place: the
+    state dict keeps its keys, the losses and ADD's adapters stay eager. A backend that cannot
+    work here (e.g. no C++ compiler for inductor on CPU) is one clear error before training."""
+    try:
+        torch.compile(lambda x: x * 2.0, backend=backend)(torch.ones(2, device=device))
+    except Exception as error:  # torch raises many kinds (BackendCompilerFailed, InvalidCxxCompiler, ...)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise Add3dError(f"train.compile: torch.compile (backend {backend}) does not work on {device.type} here "
+                         f"({reason}); set train.compile=false") from None
+    for name in ("detector", "teacher"):
+        network = getattr(module, name, None)
+        if network is not None:
+            network.compile(backend=backend)
+
+
 def checkpoint_state(module, optimizer, scheduler, scaler, state: TrainState, cfg: Config) -> dict:
     return {
         "model": unwrap_model(module).detector.state_dict(),
@@ -131,7 +150,7 @@ def restore_checkpoint(path: str | Path, module, optimizer, scheduler, scaler) -
     load_module_state(unwrap_model(module), checkpoint, path)
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
-    if "scaler" in checkpoint:
+    if checkpoint.get("scaler"):  # empty from a run without a scaler (CPU, or before the amp modes)
         scaler.load_state_dict(checkpoint["scaler"])
     restore_rng_state(checkpoint["rng"])
     return TrainState(
@@ -142,30 +161,76 @@ def restore_checkpoint(path: str | Path, module, optimizer, scheduler, scaler) -
     )
 
 
-def train_step(model, batch, optimizer, scaler, cfg: Config, ctx: DistributedContext, device, use_amp: bool):
-    """One optimisation step. Returns (loss, logs) averaged over processes; loss None if skipped.
+def train_step(model, micro_batches: list[dict], optimizer, scaler, cfg: Config, ctx: DistributedContext, device,
+               dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """One optimisation step over ``train.accumulate_steps`` micro-batches; no host sync on CUDA.
+
+    Each micro-batch's loss is divided by their number and the gradients add up, so for a loss
+    that is a per-sample mean the step equals one step on their concatenation. Returns (finite,
+    values, names): ``finite`` 1.0 / 0.0 and ``values`` = [loss, *parts named by ``names``] as
+    float64 device tensors, the micro-batches' mean on this process.
 
     A non-finite loss on ANY process skips the step on all of them (backward still runs so that
-    DDP's gradient synchronisation stays in lockstep); the caller counts and eventually aborts.
+    DDP's gradient synchronisation stays in lockstep). On CPU the trainer reads ``finite`` here and
+    skips the update itself; on CUDA the GradScaler skips it (its non-finite gradient check), and
+    ``finite`` only feeds the on-device counters the trainer reads every ``log_every`` steps.
     """
-    batch = batch_to_device(batch, device)
-    with torch.autocast(device_type=device.type, enabled=use_amp):
-        loss, logs = model(batch)
-    finite = all_reduce_min(torch.isfinite(loss.detach()).float(), ctx)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if finite.item() < 1:
+    count = len(micro_batches)
+    total = None
+    for index, batch in enumerate(micro_batches):
+        batch = batch_to_device(batch, device)
+        if cfg.train.channels_last:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        last = index == count - 1
+        # DDP: all-reduce gradients once, after the last micro-batch.
+        with model.no_sync() if ctx.enabled and not last else contextlib.nullcontext():
+            with autocast(device, dtype):
+                loss, logs = model(batch)
+            scaler.scale(loss / count if count > 1 else loss).backward()
+        names = sorted(name for name in logs if name not in RESERVED_LOG_NAMES)  # the total is reported as loss
+        values = torch.stack([loss.detach().float()] + [torch.as_tensor(logs[n], device=loss.device).detach().float()
+                                                        for n in names]).double()
+        total = values if total is None else total + values
+    values = total / count if count > 1 else total
+    finite = all_reduce_min(torch.isfinite(values[0]).double(), ctx)
+    if device.type != "cuda" and finite.item() < 1:
         optimizer.zero_grad(set_to_none=True)
-        return None, {}
+        return finite, values, names
     if cfg.train.grad_clip:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.train.grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    names = sorted(name for name in logs if name not in RESERVED_LOG_NAMES)  # the total is reported as loss
-    values = torch.stack([loss.detach().float()] + [torch.as_tensor(logs[n], device=loss.device).detach().float() for n in names])
-    values = all_reduce_mean(values, ctx).tolist()
-    return values[0], dict(zip(names, values[1:]))
+    return finite, values, names
+
+
+class StepMeans:
+    """On-device sums of the finite steps' [loss, *parts] since the last ``take``: one host sync per
+    read instead of one per step."""
+
+    def __init__(self, ctx: DistributedContext):
+        self.ctx = ctx
+        self.sum: torch.Tensor | None = None
+        self.count: torch.Tensor | None = None
+        self.steps = 0
+
+    def add(self, finite: torch.Tensor, values: torch.Tensor) -> None:
+        kept = torch.where(finite > 0, values, torch.zeros_like(values))  # NaN * 0 would stay NaN
+        self.sum = kept if self.sum is None else self.sum + kept
+        self.count = finite if self.count is None else self.count + finite
+        self.steps += 1
+
+    def take(self) -> tuple[list[float], int, int]:
+        """(means over this process group's finite steps, finite steps, steps); then start afresh."""
+        if self.sum is None:
+            return [], 0, 0
+        sums = all_reduce_mean(self.sum, self.ctx)
+        count = int(self.count.item())
+        means = (sums / max(count, 1)).tolist()
+        steps = self.steps
+        self.sum, self.count, self.steps = None, None, 0
+        return means, count, steps
 
 
 def validate(detector, loader, dataset: MonoDataset, ground_truth: dict, device, cfg: Config,
@@ -236,10 +301,14 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
     log = JsonLog(out_dir / "train_log.jsonl" if ctx.is_main else None)
 
     # Data: every process gets batch_size / world_size samples of the same global order.
+    # Each process's batch is split into train.accumulate_steps micro-batches of the same order.
     batch_size = per_process_batch_size(cfg.train.batch_size, ctx)
+    accumulate = cfg.train.accumulate_steps
+    if batch_size % accumulate:
+        raise Add3dError(f"the per-process batch {batch_size} must be divisible by train.accumulate_steps {accumulate}")
     train_set = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=cfg.train.seed)
     sampler = ResumableDistributedSampler(train_set, ctx, shuffle=True, seed=cfg.train.seed, drop_last=True)
-    train_loader = build_loader(train_set, batch_size, cfg.train.workers, sampler, cfg.train.seed,
+    train_loader = build_loader(train_set, batch_size // accumulate, cfg.train.workers, sampler, cfg.train.seed,
                                  cfg.train.prefetch_factor)
     steps_per_epoch = len(sampler) // batch_size
     if steps_per_epoch == 0:
@@ -257,10 +326,16 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
 
     # Model, optimizer, schedule, AMP.
     module = build_training_module(cfg, detector).to(device)
+    if cfg.train.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest conv algorithms once
+    if cfg.train.compile:
+        compile_detectors(module, cfg.train.compile_backend, device)
     optimizer = build_optimizer(module, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch)
-    use_amp = bool(cfg.train.amp and device.type == "cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    dtype = amp_dtype(cfg.train.amp, device)
+    scaler = build_grad_scaler(dtype, device)
     state = TrainState()
     if resume is not None:
         state = restore_checkpoint(resume, module, optimizer, scheduler, scaler)
@@ -305,42 +380,55 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
             # Not again when resuming mid-epoch: the hook already ran (its state is in the checkpoint).
             detector.on_epoch_start(epoch, cfg.train.epochs)
         model.train()
-        sums: dict[str, float] = {}
-        count, started = 0, time.time()
-        bar = progress(train_loader, total=steps_per_epoch, initial=state.step_in_epoch,
+        started = time.time()
+        window, epoch_means = StepMeans(ctx), StepMeans(ctx)
+        # Consecutive non-finite steps, counted on the device; read every step on CPU (where a
+        # host sync is free), every log_every steps on CUDA.
+        bad_run = torch.zeros((), dtype=torch.float64, device=device)
+        micro_batches = iter(train_loader)
+        step_groups = (list(itertools.islice(micro_batches, accumulate)) for _ in range(state.step_in_epoch, steps_per_epoch))
+        bar = progress(step_groups, total=steps_per_epoch, initial=state.step_in_epoch,
                        desc=f"epoch {epoch + 1}/{cfg.train.epochs}", enabled=ctx.is_main and not quiet)
-        for batch in bar:
-            loss, logs = train_step(model, batch, optimizer, scaler, cfg, ctx, device, use_amp)
+        for group in bar:
+            finite, values, names = train_step(model, group, optimizer, scaler, cfg, ctx, device, dtype)
             state.step_in_epoch += 1
             state.global_step += 1
-            if loss is None:
-                state.bad_steps += 1
-                warnings.warn(f"non-finite loss at step {state.global_step}: step skipped ({state.bad_steps} in a row)")
+            window.add(finite, values)
+            epoch_means.add(finite, values)
+            bad_run = (bad_run + 1) * (1 - finite)
+            flush = state.global_step % cfg.train.log_every == 0 or state.step_in_epoch == steps_per_epoch
+            if device.type != "cuda" or flush:
+                state.bad_steps = int(bad_run.item())
+                if device.type != "cuda" and state.bad_steps:
+                    warnings.warn(f"non-finite loss at step {state.global_step}: step skipped ({state.bad_steps} in a row)")
                 if state.bad_steps >= cfg.train.max_bad_steps:
                     raise Add3dError(
                         f"{state.bad_steps} consecutive non-finite losses (last at epoch {epoch + 1}, step "
                         f"{state.global_step}); lower optim.lr or set train.grad_clip"
                     )
-            else:
-                state.bad_steps = 0
-                count += 1
-                for name, value in {"loss": loss, **logs}.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                lr = optimizer.param_groups[0]["lr"]
-                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
-                log.write(kind="step", epoch=epoch, step=state.global_step, lr=lr, **{**logs, "loss": loss})
-                if writer is not None and state.global_step % max(1, cfg.train.log_every) == 0:
-                    writer.add_scalar("train/loss", loss, state.global_step)
-                    writer.add_scalar("train/lr", lr, state.global_step)
-                    for name, value in logs.items():
-                        writer.add_scalar(f"train/{name}", value, state.global_step)
+            if flush:
+                means, count, taken = window.take()
+                if device.type == "cuda" and count < taken:
+                    warnings.warn(f"{taken - count} of the {taken} steps up to step {state.global_step} had a "
+                                  f"non-finite loss; the GradScaler skipped them")
+                if count:
+                    logs = dict(zip(names, means[1:]))
+                    loss, lr = means[0], optimizer.param_groups[0]["lr"]
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+                    log.write(kind="step", epoch=epoch, step=state.global_step, lr=lr, **{**logs, "loss": loss})
+                    if writer is not None:
+                        writer.add_scalar("train/loss", loss, state.global_step)
+                        writer.add_scalar("train/lr", lr, state.global_step)
+                        for name, value in logs.items():
+                            writer.add_scalar(f"train/{name}", value, state.global_step)
             scheduler.step()
             every = cfg.train.checkpoint_every_steps
             if every and state.global_step % every == 0 and state.step_in_epoch < steps_per_epoch:
                 save(LAST_CHECKPOINT)
         bar.close()
         state.epoch, state.step_in_epoch = epoch + 1, 0
-        means = {name: value / max(count, 1) for name, value in sums.items()}
+        totals, count, _ = epoch_means.take()
+        means = dict(zip(["loss", *names], totals)) if count else {}
         log.write(kind="epoch", epoch=epoch, seconds=round(time.time() - started, 2), **means)
         if writer is not None:
             for name, value in means.items():

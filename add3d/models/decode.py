@@ -40,8 +40,11 @@ def top_k_peaks(heatmap: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
 
 
 def depth_from_logit(logit: torch.Tensor) -> torch.Tensor:
-    """MonoDLE's depth transform ``1 / sigmoid(x) - 1``: positive, ~1 m at x = 0, unbounded far away."""
-    return 1.0 / (torch.sigmoid(logit) + 1e-6) - 1.0
+    """MonoDLE's depth transform ``1 / sigmoid(x) - 1``: positive, ~1 m at x = 0, unbounded far away.
+
+    In float32 always: in fp16 it overflows (> 65504) for logits below about -11.
+    """
+    return 1.0 / (torch.sigmoid(logit.float()) + 1e-6) - 1.0
 
 
 def apply_affine(points: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
