@@ -26,6 +26,7 @@ from detector_scene import INPUT_SIZE, make_image, make_meta, small_config
 # The export contract covers each detector; MonoFlex with its deformable neck (ONNX DeformConv).
 DETECTORS = {
     "monodle": {},
+    "gupnet": {},
     "monoflex": {"deformable_neck": True},
 }
 
@@ -49,6 +50,14 @@ def build(name: str):
     cfg = Config()
     cfg.model = small_config(name, score_threshold=0.05, **DETECTORS[name])
     detector = build_detector(cfg.model)
+    if name == "gupnet":
+        # Untrained GUPNet is unsure of every depth (log-variance ~4.5, score factor exp(-sigma) ~1e-4):
+        # give it 8-pixel boxes and confident depth heads so its scores pass the threshold as a
+        # trained one's do.
+        with torch.no_grad():
+            detector.heads["size_2d"][-1].bias.fill_(8.0)
+            detector.roi_heads["size_3d"][-1].bias[3] = -8.0  # log-variance of the 3D height
+            detector.roi_heads["depth"][-1].bias[1] = -8.0  # log-variance of the depth residual
     settle_batchnorm(detector)
     return cfg, detector
 
@@ -89,10 +98,11 @@ def test_raw_outputs_match_pytorch(exported):
     for key, value in outputs.items():
         expected = reference[key]
         assert value.shape == expected.shape and value.dtype == expected.dtype, key
-        difference = (value.double() - expected.double()).abs().max().item() if value.numel() else 0.0
-        # 1e-4 absolute, relative for outputs larger than 1 (float32 sums differ in their order).
-        scale = max(1.0, expected.abs().max().item()) if value.numel() else 1.0
-        assert difference <= 1e-4 * scale, f"{name} {key}: max |onnxruntime - pytorch| = {difference:.3g} (scale {scale:.3g})"
+        # 1e-4 absolute, relative above magnitude 1: float32 resolves GUPNet's geometric depths of the
+        # untrained 2D heads (hundreds of metres) only to ~3e-5 m.
+        scale = expected.double().abs().clamp(min=1.0)
+        difference = ((value.double() - expected.double()).abs() / scale).max().item() if value.numel() else 0.0
+        assert difference <= 1e-4, f"{name} {key}: max |onnxruntime - pytorch| / max(1, |pytorch|) = {difference:.3g}"
 
 
 def test_decoded_result_lines_are_identical(exported):
@@ -104,12 +114,24 @@ def test_decoded_result_lines_are_identical(exported):
         expected = detector.decode(detector(image, None, meta=meta), meta)[0]
     decoded = runner.decode(runner(image, None, meta=meta), meta)[0]
     assert len(expected) >= 5, f"{name}: the test needs detections to compare, got {len(expected)}"
-    got_lines, expected_lines = [o.to_line().split() for o in decoded], [o.to_line().split() for o in expected]
-    assert [line[0] for line in got_lines] == [line[0] for line in expected_lines]
-    # Same lines up to the last printed digit: a value within float32 noise of a rounding boundary
-    # (e.g. 859.565) may print either way.
-    np.testing.assert_allclose(np.array([line[1:] for line in got_lines], dtype=float),
-                               np.array([line[1:] for line in expected_lines], dtype=float), rtol=0, atol=0.0100001)
+    assert_same_result_lines(decoded, expected)
+
+
+def numbers(obj) -> np.ndarray:
+    return np.array([obj.alpha, *obj.box2d, *obj.dims, *obj.location, obj.rotation_y, obj.score])
+
+
+def assert_same_result_lines(decoded, expected) -> None:
+    """The KITTI lines agree: same objects in the same order, every written number equal -- or one unit
+    of the last decimal apart where the unrounded values straddle a rounding boundary (float32
+    differences of ~1e-5 m cannot be ruled out; a real difference would exceed 1e-3)."""
+    assert [o.cls_type for o in decoded] == [o.cls_type for o in expected]
+    for got, want in zip(decoded, expected):
+        written_got = np.array([float(v) for v in got.to_line().split()[3:]])
+        written_want = np.array([float(v) for v in want.to_line().split()[3:]])
+        differs = written_got != written_want
+        assert np.all(np.abs(written_got - written_want)[differs] <= 0.01 + 1e-9), (got.to_line(), want.to_line())
+        assert np.all(np.abs(numbers(got) - numbers(want))[differs] < 1e-3), (got.to_line(), want.to_line())
 
 
 def test_metadata_says_what_a_consumer_needs(exported):

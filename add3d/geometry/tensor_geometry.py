@@ -33,6 +33,29 @@ def gather_at_indices(feature_map: Tensor, indices: Tensor) -> Tensor:
 
 
 # ----- back-projection ---------------------------------------------------------------------------
+def inverse_3x3(matrix: Tensor) -> Tensor:
+    """Inverse of ``... x 3 x 3`` matrices by the adjugate (cofactors / determinant).
+
+    Closed form instead of ``torch.linalg.inv`` so that graphs using it export to ONNX, which has no
+    matrix-inverse operator (GUPNet's ROI heads back-project inside the network). Singular
+    matrices give inf / nan, as a division by a zero determinant.
+    """
+    a, b, c = matrix[..., 0, 0], matrix[..., 0, 1], matrix[..., 0, 2]
+    d, e, f = matrix[..., 1, 0], matrix[..., 1, 1], matrix[..., 1, 2]
+    g, h, i = matrix[..., 2, 0], matrix[..., 2, 1], matrix[..., 2, 2]
+    cofactor_a, cofactor_b, cofactor_c = e * i - f * h, f * g - d * i, d * h - e * g
+    determinant = a * cofactor_a + b * cofactor_b + c * cofactor_c
+    adjugate = torch.stack(
+        [
+            torch.stack([cofactor_a, c * h - b * i, b * f - c * e], dim=-1),
+            torch.stack([cofactor_b, a * i - c * g, c * d - a * f], dim=-1),
+            torch.stack([cofactor_c, b * g - a * h, a * e - b * d], dim=-1),
+        ],
+        dim=-2,
+    )
+    return adjugate / determinant[..., None, None]
+
+
 def back_project(P2: Tensor, u: Tensor, v: Tensor, depth: Tensor) -> Tensor:
     """Rect-frame points seen at pixels (u, v) with rect z = ``depth``: ``B x ... x 3``.
 
@@ -46,7 +69,7 @@ def back_project(P2: Tensor, u: Tensor, v: Tensor, depth: Tensor) -> Tensor:
     dtype = depth.dtype
     with torch.autocast(device_type=P2.device.type, enabled=False):  # AMP would run einsum in fp16
         P2 = P2.to(torch.float64)
-        M_inv = torch.linalg.inv(P2[:, :, :3])  # B x 3 x 3
+        M_inv = inverse_3x3(P2[:, :, :3])  # B x 3 x 3
         t = P2[:, :, 3]  # B x 3
         u = u.to(torch.float64)
         pixels = torch.stack([u, v.to(torch.float64), torch.ones_like(u)], dim=-1)  # B x ... x 3

@@ -161,7 +161,9 @@ class GUPNet(MonoDetector):
         else:
             boxes = self._predicted_boxes(outputs, indices)
         outputs["roi_boxes"] = boxes
-        outputs.update(self._roi_outputs(features, boxes, cls_ids, mask, meta["P2_input"].to(device=features.device, dtype=torch.float32)))
+        # Inference runs every top-K slot: no mask, so no data-dependent shapes (the graph exports to ONNX).
+        outputs.update(self._roi_outputs(features, boxes, cls_ids, mask if targets is not None else None,
+                                         meta["P2_input"].to(device=features.device, dtype=torch.float32)))
         return outputs
 
     def _predicted_boxes(self, outputs: dict[str, torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
@@ -173,10 +175,12 @@ class GUPNet(MonoDetector):
         return torch.cat([centre - half, centre + half], dim=-1)
 
     def _roi_outputs(
-        self, features: torch.Tensor, boxes: torch.Tensor, cls_ids: torch.Tensor, mask: torch.Tensor, P2_input: torch.Tensor
+        self, features: torch.Tensor, boxes: torch.Tensor, cls_ids: torch.Tensor, mask: torch.Tensor | None,
+        P2_input: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Run the ROI heads on the selected slots; outputs are ``B x K x k`` with zeros elsewhere."""
-        batch, slots = mask.shape
+        """Run the ROI heads on the slots selected by ``mask`` (None: every slot); outputs are
+        ``B x K x k`` with zeros elsewhere."""
+        batch, slots = boxes.shape[:2]
         dtype, device = features.dtype, features.device
         channels = {
             "depth": 2,  # (depth in metres, log-variance)
@@ -188,19 +192,22 @@ class GUPNet(MonoDetector):
         }
         # float32 even under mixed precision: depths divide by pixel heights and exponentiate.
         result = {name: torch.zeros(batch, slots, c, device=device) for name, c in channels.items()}
-        count = int(mask.sum())
+        count = batch * slots if mask is None else int(mask.sum())
         if count == 0:
             return result
+
+        def select(tensor: torch.Tensor) -> torch.Tensor:  # B x K x ... -> n x ...
+            return tensor.flatten(0, 1) if mask is None else tensor[mask]
 
         # Box corners in network-input pixels -> normalised camera coordinates (z = 1).
         corners = boxes * self.stride
         ones = torch.ones_like(corners[..., 0])
         top_left = back_project(P2_input, corners[..., 0], corners[..., 1], ones)[..., :2]
         bottom_right = back_project(P2_input, corners[..., 2], corners[..., 3], ones)[..., :2]
-        top_left, bottom_right = top_left[mask], bottom_right[mask]  # n x 2
+        top_left, bottom_right = select(top_left), select(bottom_right)  # n x 2
 
-        batch_index = torch.arange(batch, device=device)[:, None].expand(batch, slots)[mask]
-        rois = torch.cat([batch_index[:, None].to(dtype), boxes[mask]], dim=1)
+        batch_index = select(torch.arange(batch, device=device)[:, None].expand(batch, slots))
+        rois = torch.cat([batch_index[:, None].to(dtype), select(boxes)], dim=1)
         size = self.roi_size
         from torchvision.ops import roi_align  # here: torchvision takes seconds to import (add3d --help)
 
@@ -212,7 +219,7 @@ class GUPNet(MonoDetector):
         coordinate_map = torch.stack(
             [grid_x[:, None, :].expand(count, size, size), grid_y[:, :, None].expand(count, size, size)], dim=1
         )
-        selected_cls = cls_ids[mask].clamp(0, self.num_classes - 1)
+        selected_cls = select(cls_ids).clamp(0, self.num_classes - 1)
         one_hot = F.one_hot(selected_cls, self.num_classes).to(dtype)[:, :, None, None].expand(-1, -1, size, size)
         roi_input = torch.cat([roi_features, coordinate_map, one_hot], dim=1)
 
@@ -220,8 +227,8 @@ class GUPNet(MonoDetector):
         size_residual, height_log_variance = size_out[:, :3], size_out[:, 3]
         height_3d = self.mean_size[selected_cls, 0] + size_residual[:, 0]
 
-        box_height = ((boxes[..., 3] - boxes[..., 1]).float() * self.stride)[mask].clamp(min=1.0)
-        focal = P2_input[:, 1, 1].float()[:, None].expand(batch, slots)[mask]
+        box_height = select((boxes[..., 3] - boxes[..., 1]).float() * self.stride).clamp(min=1.0)
+        focal = select(P2_input[:, 1, 1].float()[:, None].expand(batch, slots))
         depth_geometric = height_3d * focal / box_height
         geometric_log_variance = height_log_variance + 2.0 * (torch.log(focal) - torch.log(box_height))
 
@@ -237,6 +244,8 @@ class GUPNet(MonoDetector):
             "size_3d_log_variance": height_log_variance[:, None],
             "heading": self.roi_heads["heading"](roi_input).flatten(1).float(),
         }
+        if mask is None:
+            return {name: value.reshape(batch, slots, -1) for name, value in values.items()}
         for name, value in values.items():
             result[name] = result[name].index_put((mask,), value)
         return result
