@@ -4,6 +4,7 @@ KITTI result lines agree (add3d.deploy)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import io
 import re
@@ -85,7 +86,18 @@ def exported(request, tmp_path_factory):
     return name, cfg, detector, path, checkpoint
 
 
+def float64_outputs(detector: torch.nn.Module, image: torch.Tensor, meta: dict) -> dict[str, torch.Tensor]:
+    """The detector's outputs computed in float64: the reference both float32 runtimes approximate."""
+    wide = copy.deepcopy(detector).double()
+    wide_meta = {k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in meta.items()}
+    with torch.no_grad():
+        return wide(image.double(), None, meta=wide_meta)
+
+
 def test_raw_outputs_match_pytorch(exported):
+    """Every output within 1e-4 of PyTorch (relative above magnitude 1: float32 resolves GUPNet's
+    geometric depths of hundreds of metres only to ~3e-5 m) -- or, where PyTorch's own float32 error
+    (against float64) is larger than that, within twice PyTorch's error."""
     name, _, detector, path, _ = exported
     runner = OnnxDetector(path, device="cpu")
     assert runner.providers == ["CPUExecutionProvider"]
@@ -93,16 +105,20 @@ def test_raw_outputs_match_pytorch(exported):
     image = make_image(1, seed=7)
     with torch.no_grad():
         reference = detector(image, None, meta=meta)
+    exact = float64_outputs(detector, image, meta)
     outputs = runner(image, None, meta=meta)
     assert set(outputs) == set(reference) - {"features", "P2_input"}
     for key, value in outputs.items():
         expected = reference[key]
         assert value.shape == expected.shape and value.dtype == expected.dtype, key
-        # 1e-4 absolute, relative above magnitude 1: float32 resolves GUPNet's geometric depths of the
-        # untrained 2D heads (hundreds of metres) only to ~3e-5 m.
+        if not value.is_floating_point():
+            assert torch.equal(value, expected), key
+            continue
         scale = expected.double().abs().clamp(min=1.0)
-        difference = ((value.double() - expected.double()).abs() / scale).max().item() if value.numel() else 0.0
-        assert difference <= 1e-4, f"{name} {key}: max |onnxruntime - pytorch| / max(1, |pytorch|) = {difference:.3g}"
+        difference = ((value.double() - expected.double()).abs() / scale).max().item()
+        float32_error = ((expected.double() - exact[key]).abs() / scale).max().item()
+        assert difference <= max(1e-4, 2 * float32_error), (
+            f"{name} {key}: |onnxruntime - pytorch| = {difference:.3g}, pytorch's float32 error {float32_error:.3g}")
 
 
 def test_decoded_result_lines_are_identical(exported):
