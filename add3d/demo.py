@@ -91,7 +91,7 @@ def evaluate_model(cfg, checkpoint: Path, out_dir: Path) -> tuple[dict, dict, di
     ground_truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
     results, curves = {}, {}
     for label, overlap in OVERLAPS.items():
-        result = evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), overlap,
+        result = evaluate_predictions(ground_truth, predictions, tuple(cfg.model.classes), overlap,
                                       cfg.train.eval_box2d_scale, return_curves=overlap == "loose")
         curves = result.pop("curves", curves)
         results[label] = result
@@ -119,7 +119,8 @@ def make_figures(run: DemoRun, data_root: Path, predictions: dict[str, dict], cu
                         for m in MODELS}
         plot_pr_curves(model_curves, cls, path, metric="3d", difficulty="moderate")
         figures.append((f"{cls} 3D precision-recall (moderate, IoU 0.5 / 0.25)", path))
-    depth_set = build_mono_dataset(teacher_cfg.data, teacher_cfg.data.val_split, augment=False, with_depth=True)
+    depth_set = build_mono_dataset(teacher_cfg.data, teacher_cfg.data.val_split, augment=False, with_depth=True,
+                                   classes=teacher_cfg.model.classes)
     sample = depth_set[ranked[0]]
     image = sample["image"].numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
     plot_teacher_input((np.clip(image, 0, 1) * 255).astype(np.uint8), sample["depth"][0].numpy(),
@@ -265,7 +266,7 @@ def probe_models(cfgs: dict, checkpoints: dict, predictions: dict) -> dict[str, 
         device = resolve_device(cfg.train.device)
         detector = load_detector(cfg, checkpoints[model], device)
         dataset = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False,
-                                     with_depth=detector.input_spec.kind == "rgbd")
+                                     with_depth=detector.input_spec.kind == "rgbd", classes=cfg.model.classes)
         truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
         report[model] = depth_probes(detector, build_loader(dataset, cfg.train.batch_size, 0), truth,
                                      detector.input_spec, device, cfg.model.score_threshold,

@@ -46,7 +46,7 @@ def load_run(run: Path, max_frames: int):
     cfg = load_config(run / "config.yaml", training=False)
     detector = load_detector(cfg, run / "checkpoint_last.pth", torch.device("cpu"))
     dataset = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False,
-                                 with_depth=detector.input_spec.kind == "rgbd")
+                                 with_depth=detector.input_spec.kind == "rgbd", classes=cfg.model.classes)
     count = min(max_frames, len(dataset))
     truth = {dataset.ids[i]: dataset.ground_truth(i) for i in range(count)}
     return cfg, detector, torch.utils.data.Subset(dataset, range(count)), truth
@@ -97,7 +97,7 @@ def gradient_shares(run: Path, batches: int) -> dict:
     path = run / "checkpoint_last.pth"
     load_module_state(module, load_checkpoint(path), path)
     module.train()
-    dataset = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=0)
+    dataset = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=0, classes=cfg.model.classes)
     loader = iter(build_loader(dataset, cfg.train.batch_size, 0))
     norms = student_gradient_norms(module, (next(loader) for _ in range(batches)))  # terms carry their weights
     return {name: round(value, 4) for name, value in norms.items()}

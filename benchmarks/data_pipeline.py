@@ -71,10 +71,11 @@ def measure(root: str, split: str, input_size: list[int], depth_source: str | No
     from add3d.data.config import DataConfig
     from add3d.data.loader import init_worker
     from add3d.data.mono_dataset import build_mono_dataset
+    from add3d.models.config import ModelConfig
 
     cfg = DataConfig(root=root, input_size=input_size, depth_source=depth_source,
                      depth_dir="depth_dense" if depth_source == "dense" else None)
-    dataset = TimedSamples(build_mono_dataset(cfg, split, augment=True, seed=0))
+    dataset = TimedSamples(build_mono_dataset(cfg, split, augment=True, seed=0, classes=ModelConfig().classes))
     count = min(len(dataset), 64)
     # (epoch, index) pairs: every repeat draws another augmentation, as epochs do.
     order = [(epoch, index) for epoch in range(repeats) for index in range(count)]

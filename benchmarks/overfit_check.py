@@ -50,9 +50,10 @@ def main() -> None:
         root=args.root, input_size=[96, 320], skip_unknown_difficulty=False,
         keep_outside_centres=monoflex, min_depth=0.0 if monoflex else 2.0,
     )
-    dataset = build_mono_dataset(data_cfg, "train", augment=False)
+    model_cfg = ModelConfig(name=args.detector, backbone="dla34_tiny", head_channels=32)
+    dataset = build_mono_dataset(data_cfg, "train", augment=False, classes=model_cfg.classes)
     batch = collate_batch([dataset[i] for i in range(args.frames)])
-    detector = build_detector(ModelConfig(name=args.detector, backbone="dla34_tiny", head_channels=32)).train()
+    detector = build_detector(model_cfg).train()
     optimizer = torch.optim.Adam(detector.parameters(), lr=args.lr)
 
     start = time.time()

@@ -34,7 +34,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / 
 
 def make_batch(root: Path, batch_size: int, height: int, width: int) -> dict:
     cfg = DataConfig(root=str(root), input_size=[height, width], depth_source="lidar", skip_unknown_difficulty=False)
-    dataset = build_mono_dataset(cfg, "train", augment=True, seed=0)
+    dataset = build_mono_dataset(cfg, "train", augment=True, seed=0, classes=ModelConfig().classes)
     return collate_batch([dataset[i % len(dataset)] for i in range(batch_size)])
 
 

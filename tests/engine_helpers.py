@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(None if args.config == "none" else args.config, args.overrides)
     try:
-        train(cfg, resume=args.resume, detector=TinyDetector(len(cfg.data.classes)))
+        train(cfg, resume=args.resume, detector=TinyDetector(len(cfg.model.classes)))
     finally:
         # Leave the process group before the interpreter exits: a process that exits with gloo's
         # threads still running aborts ("terminate called without an active exception", rc -6),

@@ -70,8 +70,14 @@ def test_wrong_types_and_values(tmp_path):
         load_config(None, ["optim.name=lamb"])
     with pytest.raises(Add3dError, match=r"best_metric"):
         load_config(None, ["train.best_metric=Car/3d/moderate"])
-    with pytest.raises(Add3dError, match=r"data\.classes .* model\.classes"):
+    # One list of classes: model.classes (data.classes is gone); heatmap-only classes map onto it.
+    with pytest.raises(Add3dError, match=r"data\.classes"):
         load_config(None, ["data.classes=[Car]"])
+    with pytest.raises(Add3dError, match=r"heatmap_only maps 'Van' to 'Truck', which is not in model\.classes"):
+        load_config(None, ["data.heatmap_only={Van: Truck}"])
+    with pytest.raises(Add3dError, match=r"model\.classes lists a class twice"):
+        load_config(None, ["model.classes=[Car,Car]"])
+    assert load_config(None, ["model.classes=[Car]", "data.heatmap_only={Van: Car}"]).model.classes == ["Car"]
     with pytest.raises(Add3dError, match=r"depth_source"):
         load_config(None, ["model.in_channels=5"])  # a teacher needs depth
     with pytest.raises(Add3dError, match=r"eval_box2d_scale"):
@@ -126,3 +132,16 @@ def test_removed_dead_fields_are_gone_but_old_checkpoint_configs_still_load():
     assert config_to_dict(config_from_dict(stored)) == config_to_dict(load_config(config, ["teacher.checkpoint=t.pth"]))
     with pytest.raises(Add3dError, match="num_classes"):
         load_config(config, ["teacher.checkpoint=t.pth", "distill.num_classes=3"])
+
+
+def test_configs_stored_by_older_checkpoints_still_load():
+    """model.max_objects, model.num_classes and data.classes had no effect and are gone; a stored
+    config that still has them reads back (predict rebuilds the detector from it)."""
+    stored = config_to_dict(load_config(None))
+    stored["model"].update(max_objects=50, num_classes=3)
+    stored["data"]["classes"] = ["Car", "Pedestrian", "Cyclist"]
+    cfg = config_from_dict(stored)
+    assert cfg.model.classes == ["Car", "Pedestrian", "Cyclist"]
+    assert not hasattr(cfg.model, "max_objects") and not hasattr(cfg.data, "classes")
+    with pytest.raises(Add3dError, match="max_objects"):
+        load_config(None, ["model.max_objects=50"])

@@ -19,6 +19,8 @@ from add3d.distill.teacher import init_teacher_from_rgb, load_teacher, teacher_m
 from add3d.distill.wrapper import DistillationModule, balance_weights, student_gradient_norms
 from add3d.errors import Add3dError
 
+KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")  # model.classes: the detected classes, in id order
+
 B, H, W, M, C = 2, 32, 64, 6, 3  # batch, input size, object slots, classes
 h, w = H // 4, W // 4
 
@@ -394,7 +396,7 @@ def kitti_batch(kitti_mini):
     from add3d.data.mono_dataset import build_mono_dataset, collate_batch
 
     cfg = DataConfig(root=str(kitti_mini), input_size=[96, 320], depth_source="lidar", skip_unknown_difficulty=False)
-    dataset = build_mono_dataset(cfg, "train", augment=True, seed=0)
+    dataset = build_mono_dataset(cfg, "train", augment=True, seed=0, classes=KITTI_CLASSES)
     batch = collate_batch([dataset[i] for i in range(len(dataset))])
     assert batch["targets"]["mask_2d"].sum() > 0
     return batch

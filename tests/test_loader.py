@@ -16,6 +16,8 @@ from add3d.data.mono_dataset import build_mono_dataset
 from add3d.geometry.calib import Calibration
 from engine_helpers import make_fake_kitti
 
+KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")  # model.classes: the detected classes, in id order
+
 
 class ThreadReport(torch.utils.data.Dataset):
     """Each sample: the BLAS thread counts and OpenCV's thread count seen inside the worker."""
@@ -46,7 +48,7 @@ def test_workers_cap_blas_and_opencv_threads():
 def test_persistent_workers_draw_each_epochs_augmentation(tmp_path):
     root = make_fake_kitti(tmp_path / "kitti", frames=4, val_frames=0)
     cfg = DataConfig(root=str(root), input_size=[64, 192], skip_unknown_difficulty=False)
-    dataset = build_mono_dataset(cfg, "train", augment=True, seed=3)
+    dataset = build_mono_dataset(cfg, "train", augment=True, seed=3, classes=KITTI_CLASSES)
     loader = build_loader(dataset, batch_size=2, workers=1, sampler=torch.utils.data.SequentialSampler(dataset))
     assert loader.persistent_workers and loader.prefetch_factor == 2
     seen = []

@@ -122,7 +122,7 @@ def test_every_detector_and_add_train_with_each_switch(kind, switch):
 def run_tiny(tmp_path, name: str, root, overrides: list[str]):
     out = tmp_path / name
     cfg = load_config(None, tiny_config_overrides(root, out) + overrides)
-    train(cfg, detector=TinyDetector(len(cfg.data.classes)))
+    train(cfg, detector=TinyDetector(len(cfg.model.classes)))
     state = torch.load(out / "checkpoint_last.pth", weights_only=True)["model"]
     steps = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     return state, [r for r in steps if r["kind"] == "step"]

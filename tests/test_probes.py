@@ -17,6 +17,8 @@ from add3d.distill.teacher_input import InputSpec, decode_depth, detector_input
 from add3d.engine.probes import depth_errors, depth_probes, format_probes, match_depths
 from engine_helpers import make_fake_kitti
 
+KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")  # model.classes: the detected classes, in id order
+
 
 class LabelLookupDetector(nn.Module):
     """Finds every labelled car (by frame id); its depth is the depth input at the box centre
@@ -53,7 +55,7 @@ class LabelLookupDetector(nn.Module):
 def setting(tmp_path_factory):
     root = make_fake_kitti(tmp_path_factory.mktemp("probe") / "data", frames=2, val_frames=4)
     cfg = DataConfig(root=str(root), input_size=[64, 192], skip_unknown_difficulty=False, depth_source="object", depth_fill=3)
-    dataset = build_mono_dataset(cfg, "val")
+    dataset = build_mono_dataset(cfg, "val", classes=KITTI_CLASSES)
     loader = build_loader(dataset, 2, 0)
     truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
     return loader, truth

@@ -14,6 +14,8 @@ from add3d.errors import Add3dError
 from add3d.data.transforms import AugmentationParams
 from add3d.geometry.calib import Calibration
 
+KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")  # model.classes: the detected classes, in id order
+
 P2 = np.array([[200.0, 0.0, 96.0, 0.0], [0.0, 200.0, 32.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
 INPUT = (64, 192)  # H, W
 
@@ -100,11 +102,11 @@ def test_object_selection_follows_monodle():
         obj("Van"),  # not a detected class
         obj("DontCare"),
     ]
-    assert select_objects(objects, cfg) == [objects[0]]
+    assert select_objects(objects, cfg, KITTI_CLASSES) == [objects[0]]
     cfg.min_box_height = 20.0  # e.g. smaller images: the 21-px object becomes usable
-    assert select_objects(objects, cfg) == [objects[0], objects[3]]
+    assert select_objects(objects, cfg, KITTI_CLASSES) == [objects[0], objects[3]]
     cfg.skip_unknown_difficulty = False
-    assert len(select_objects(objects, cfg)) == 3
+    assert len(select_objects(objects, cfg, KITTI_CLASSES)) == 3
 
 
 def test_peaks_are_floored_or_rounded():
@@ -126,7 +128,7 @@ def test_monoflex_selection_keeps_far_objects_and_drops_truncated_slivers():
         obj(truncation=0.95, box=(0, 10, 40, 60)),  # truncated but 40 x 50 px: kept
         obj(truncation=0.5, box=(0, 10, 15, 60)),  # narrow but not truncated enough: kept
     ]
-    assert select_objects(objects, cfg) == [objects[0], objects[2], objects[3]]
+    assert select_objects(objects, cfg, KITTI_CLASSES) == [objects[0], objects[2], objects[3]]
     with pytest.raises(Add3dError, match="truncation_filter"):
         DataConfig(truncation_filter=[0.9]).validate()
     with pytest.raises(Add3dError, match="peak_rounding"):
@@ -140,7 +142,7 @@ def test_encode_sample_meta_and_depth_scaling():
     depth[:, :20] = 0
     calib = Calibration.from_P2(P2)
     params = AugmentationParams(crop=True, crop_scale=1.2)
-    sample = encode_sample("7", image, calib, cfg, params, objects=[obj()], depth=depth)
+    sample = encode_sample("7", image, calib, cfg, params, objects=[obj()], depth=depth, classes=KITTI_CLASSES)
     assert sample["depth"].shape == (1, 64, 192)
     assert set(np.unique(sample["depth"].numpy())) <= {0.0, 12.0}  # depth map scaled like the depth target
     assert torch.equal(sample["depth_valid"], (sample["depth"] > 0).float())
@@ -162,11 +164,11 @@ def test_real_kitti_frames(kitti_mini):
 
     cfg = DataConfig(root=str(kitti_mini), input_size=[96, 320], depth_source="lidar")
     frames = KittiDataset(kitti_mini, "train", load_lidar=True)
-    dataset = MonoDataset(frames, cfg, augment=True, seed=3)
+    dataset = MonoDataset(frames, cfg, augment=True, seed=3, classes=KITTI_CLASSES)
     first = dataset[0]
     assert torch.equal(first["image"], dataset[0]["image"])  # augmentation is a function of (seed, epoch, index)
     dataset.set_epoch(1)
-    epochs_differ = any(not torch.equal(dataset[i]["image"], dataset.__class__(frames, cfg, True, 3)[i]["image"])
+    epochs_differ = any(not torch.equal(dataset[i]["image"], dataset.__class__(frames, cfg, True, 3, classes=KITTI_CLASSES)[i]["image"])
                         for i in range(len(dataset)))
     assert epochs_differ
     batch = collate_batch([dataset[i] for i in range(len(dataset))])
@@ -174,7 +176,7 @@ def test_real_kitti_frames(kitti_mini):
     valid = batch["depth"][batch["depth_valid"] > 0]
     assert valid.min() > 0 and valid.max() < 120
     # Frame 000000 has one pedestrian at 8.4 m (id 0 of Car/Pedestrian/Cyclist -> 1).
-    plain = MonoDataset(frames, cfg, augment=False)[0]
+    plain = MonoDataset(frames, cfg, augment=False, classes=KITTI_CLASSES)[0]
     assert plain["targets"]["mask_2d"].sum() == 1 and plain["targets"]["cls_ids"][0] == 1
     assert plain["targets"]["depth"][0, 0] == pytest.approx(8.41, abs=0.01)
 
@@ -192,10 +194,10 @@ def test_missing_and_broken_files_are_clear_errors(tmp_path, kitti_mini):
     cfg = DataConfig(root=str(root), input_size=[64, 192])
     (root / "training" / "calib" / "000001.txt").unlink()
     with pytest.raises(Add3dError, match=r"1 file\(s\) missing, e.g. .*calib/000001.txt"):
-        build_mono_dataset(cfg, "train")
+        build_mono_dataset(cfg, "train", classes=KITTI_CLASSES)
     shutil.copy(kitti_mini / "training" / "calib" / "000001.txt", root / "training" / "calib" / "000001.txt")
     (root / "training" / "label_2" / "000001.txt").write_text("Car 0 0 0 1 2 3\n")
-    dataset = build_mono_dataset(cfg, "train")
+    dataset = build_mono_dataset(cfg, "train", classes=KITTI_CLASSES)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=1, collate_fn=collate_batch)
     with pytest.raises(Add3dError, match=r"label_2/000001.txt:1: expected 15 fields"):
         list(loader)

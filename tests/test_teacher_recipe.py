@@ -14,6 +14,8 @@ from add3d.data.transforms import AugmentationParams, sample_augmentation
 from add3d.errors import Add3dError
 from add3d.geometry.calib import Calibration
 
+KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")  # model.classes: the detected classes, in id order
+
 P2 = np.array([[721.5, 0.0, 609.6, 44.9], [0.0, 721.5, 172.9, 0.2], [0.0, 0.0, 1.0, 0.003]])
 SIZE = (1242, 375)
 
@@ -34,7 +36,7 @@ def cfg(**changes) -> DataConfig:
 
 def encoded(params: AugmentationParams, **changes) -> dict:
     image, calib, objects, depth = frame()
-    return encode_sample("000000", image, calib, cfg(**changes), params, objects, depth)
+    return encode_sample("000000", image, calib, cfg(**changes), params, objects, depth, classes=KITTI_CLASSES)
 
 
 @pytest.mark.parametrize("crop_scale", [0.7, 1.3])
@@ -88,10 +90,11 @@ def test_fill_keeps_points_through_a_zoom_out_crop():
     sparse = np.where(rng.random((SIZE[1], SIZE[0])) < 0.1, 20.0, 0.0).astype(np.float32)  # 10 % of pixels
     image, calib, objects, _ = frame()
     zoom_out = AugmentationParams(crop=True, crop_scale=1.4)
-    inside = float(encode_sample("0", image, calib, cfg(), zoom_out, objects, np.ones_like(sparse))["depth_valid"].mean())
+    inside = float(encode_sample("0", image, calib, cfg(), zoom_out, objects, np.ones_like(sparse), classes=KITTI_CLASSES)["depth_valid"].mean())
     coverage = {}
     for size in (1, 5):
-        sample = encode_sample("0", image, calib, cfg(depth_fill=size), zoom_out, objects, fill_sparse_depth(sparse, size))
+        sample = encode_sample("0", image, calib, cfg(depth_fill=size), zoom_out, objects, fill_sparse_depth(sparse, size),
+                               classes=KITTI_CLASSES)
         coverage[size] = float(sample["depth_valid"].mean()) / inside  # share of the pixels inside the frame
     assert coverage[1] < 0.15 and coverage[5] > 0.9
 

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(predictions)} prediction files to {out / 'predictions'}")
     if dataset.frames.load_labels:
         ground_truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
-        results = inference.evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes),
+        results = inference.evaluate_predictions(ground_truth, predictions, tuple(cfg.model.classes),
                                                  cfg.train.eval_overlap, cfg.train.eval_box2d_scale)
         table = format_table(results, cfg.train.eval_box2d_scale)
         print(table)

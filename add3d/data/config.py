@@ -22,7 +22,7 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     input_size: list[int] = field(default_factory=lambda: [384, 1280])  # (height, width), multiples of 32
-    classes: list[str] = field(default_factory=lambda: ["Car", "Pedestrian", "Cyclist"])
+    # The detected classes are model.classes (one list for the heads, the targets and evaluation).
     # Heatmap-only classes, mapped onto a detected class (MonoDLE's class_merging: Van/Truck -> Car).
     heatmap_only: dict[str, str] = field(default_factory=dict)
     # Objects used for training: rect depth in [min_depth, max_depth] metres (max_depth null: no limit,
@@ -71,11 +71,6 @@ class DataConfig:
         # that is not a multiple of 32 gives feature maps that do not align.
         if len(self.input_size) != 2 or any(int(v) <= 0 or int(v) % 32 for v in self.input_size):
             raise Add3dError(f"data.input_size must be [height, width], positive multiples of 32; got {list(self.input_size)}")
-        if not self.classes:
-            raise Add3dError("data.classes must name at least one class")
-        for name, target in self.heatmap_only.items():
-            if target not in self.classes:
-                raise Add3dError(f"data.heatmap_only maps '{name}' to '{target}', which is not in data.classes")
         if not (0 <= self.min_depth and (self.max_depth is None or self.min_depth < self.max_depth)):
             raise Add3dError(f"data: need 0 <= min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
         if self.truncation_filter is not None and len(self.truncation_filter) != 2:

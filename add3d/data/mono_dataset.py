@@ -9,6 +9,7 @@ resumed and multi-process runs reproduce single-process runs exactly.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,9 +41,19 @@ def passes_truncation_filter(obj: Object3D, truncation_filter: list[float] | Non
     return not (obj.truncation >= truncation and side <= min_side)
 
 
-def select_objects(objects: list[Object3D], cfg: DataConfig) -> list[Object3D]:
-    """The labelled objects that become training targets (class, depth range, difficulty, truncation)."""
-    wanted = set(cfg.classes) | set(cfg.heatmap_only)
+def validate_classes(cfg: DataConfig, classes: Sequence[str]) -> None:
+    """The detected classes must be non-empty, and every ``data.heatmap_only`` target one of them."""
+    if not classes:
+        raise Add3dError("model.classes must name at least one class")
+    for name, target in cfg.heatmap_only.items():
+        if target not in classes:
+            raise Add3dError(f"data.heatmap_only maps '{name}' to '{target}', which is not in model.classes {list(classes)}")
+
+
+def select_objects(objects: list[Object3D], cfg: DataConfig, classes: Sequence[str]) -> list[Object3D]:
+    """The labelled objects that become training targets (detected ``classes`` and heatmap-only
+    ones, depth range, difficulty, truncation)."""
+    wanted = set(classes) | set(cfg.heatmap_only)
     return [
         o
         for o in objects
@@ -54,9 +65,9 @@ def select_objects(objects: list[Object3D], cfg: DataConfig) -> list[Object3D]:
     ]
 
 
-def target_options(cfg: DataConfig, stride: int = 4) -> TargetOptions:
+def target_options(cfg: DataConfig, classes: Sequence[str], stride: int = 4) -> TargetOptions:
     return TargetOptions(
-        classes=tuple(cfg.classes),
+        classes=tuple(classes),
         heatmap_only=dict(cfg.heatmap_only),
         stride=stride,
         max_objects=cfg.max_objects,
@@ -84,11 +95,15 @@ def encode_sample(
     objects: list[Object3D] | None = None,
     depth: np.ndarray | None = None,
     stride: int = 4,
+    classes: Sequence[str] = (),
 ) -> dict:
-    """One network-input sample (see docs/DESIGN.md). ``objects=None`` means no targets (test/predict)."""
+    """One network-input sample (see docs/DESIGN.md). ``objects=None`` means no targets (test/predict);
+    targets are built for the detector's ``classes`` (``model.classes``, in class-id order)."""
+    if objects is not None and not classes:
+        raise Add3dError("training targets need the detected classes (model.classes)")
     height, width = cfg.input_hw
     maps = {} if depth is None else {"depth": depth.astype(np.float32)}
-    chosen = select_objects(objects, cfg) if objects is not None else []
+    chosen = select_objects(objects, cfg, classes) if objects is not None else []
     warped = augment_frame(image, calib, chosen, (width, height), params, maps)
     depth_factor = params.crop_scale if (params.crop and cfg.scale_depth_on_crop) else 1.0
     depth_factor *= params.depth_gain  # the same factor for the input depth map and the depth target
@@ -102,7 +117,7 @@ def encode_sample(
             warped.objects,
             warped.calib.P2,
             (height, width),
-            target_options(cfg, stride),
+            target_options(cfg, classes, stride),
             depth_factor=depth_factor,
             enable_3d=not (params.crop and cfg.mask_3d_on_crop),
         )
@@ -120,12 +135,19 @@ def encode_sample(
 
 
 class MonoDataset(torch.utils.data.Dataset):
-    """KITTI frames as network inputs. ``augment`` turns on MonoDLE's flip/crop (training split)."""
+    """KITTI frames as network inputs. ``augment`` turns on MonoDLE's flip/crop (training split).
 
-    def __init__(self, frames: KittiDataset, cfg: DataConfig, augment: bool = False, seed: int = 0, stride: int = 4):
+    ``classes`` are the detector's (``model.classes``, in class-id order): the one list that decides
+    which labels become targets and which heatmap channel each class gets.
+    """
+
+    def __init__(self, frames: KittiDataset, cfg: DataConfig, augment: bool = False, seed: int = 0, stride: int = 4,
+                 *, classes: Sequence[str]):
         cfg.validate()
+        validate_classes(cfg, classes)
         self.frames = frames
         self.cfg = cfg
+        self.classes = tuple(classes)
         self.augment = augment
         self.seed = seed
         self.stride = stride
@@ -192,12 +214,14 @@ class MonoDataset(torch.utils.data.Dataset):
             objects=frame.objects if self.frames.load_labels else None,
             depth=self.depth_map(frame),
             stride=self.stride,
+            classes=self.classes,
         )
 
 
 def build_mono_dataset(cfg: DataConfig, split: str, augment: bool = False, seed: int = 0,
-                       with_depth: bool = True) -> MonoDataset:
-    """The dataset of ``split`` (a name in ROOT/ImageSets/ or a path) with the configured depth source.
+                       with_depth: bool = True, *, classes: Sequence[str]) -> MonoDataset:
+    """The dataset of ``split`` (a name in ROOT/ImageSets/ or a path) with the configured depth source,
+    with targets for the detector's ``classes`` (``cfg.model.classes``).
 
     ``with_depth=False`` skips the depth maps (e.g. validating an RGB student of an ADD run).
     """
@@ -214,7 +238,7 @@ def build_mono_dataset(cfg: DataConfig, split: str, augment: bool = False, seed:
     if missing:
         listed = ", ".join(str(path) for path in missing[:3])
         raise Add3dError(f"split '{split}' of {cfg.root}: {len(missing)} file(s) missing, e.g. {listed}")
-    return MonoDataset(frames, cfg, augment=augment, seed=seed)
+    return MonoDataset(frames, cfg, augment=augment, seed=seed, classes=classes)
 
 
 def collate_batch(samples: list[dict]) -> dict:

@@ -125,8 +125,7 @@ class OnnxDetector:
         """An engine Config with this file's model section and input size, to preprocess images exactly
         as the exported detector was fed (``data.input_size``; classes from the model)."""
         metadata = self.metadata
-        content = {"model": dict(metadata.model_config),
-                   "data": {"input_size": list(metadata.input_size), "classes": list(metadata.classes)}}
+        content = {"model": dict(metadata.model_config), "data": {"input_size": list(metadata.input_size)}}
         return config_from_dict(content, f"{self.path} (metadata)")
 
     def decode(self, outputs: dict[str, torch.Tensor], meta: dict, score_threshold: float | None = None, top_k: int | None = None):
@@ -160,8 +159,9 @@ def predict_split_onnx(runner: OnnxDetector, root: str | Path, split: str, worke
     import dataclasses
 
     runner.require_rgb()
-    data = dataclasses.replace(runner.config().data, root=str(root))
-    dataset = build_mono_dataset(data, split, augment=False, with_depth=False)
+    cfg = runner.config()
+    data = dataclasses.replace(cfg.data, root=str(root))
+    dataset = build_mono_dataset(data, split, augment=False, with_depth=False, classes=cfg.model.classes)
     loader = build_loader(dataset, runner.metadata.batch_size, workers)
     if len(dataset) % runner.metadata.batch_size:
         raise Add3dError(f"{runner.path.name} was exported for batches of {runner.metadata.batch_size}; split "

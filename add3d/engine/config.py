@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from add3d.data.config import DataConfig
+from add3d.data.mono_dataset import validate_classes
 from add3d.distill.config import DistillConfig, TeacherConfig
 from add3d.engine.precision import AMP_MODES, LEGACY_AMP
 from add3d.errors import Add3dError, DataFormatError
@@ -170,7 +171,7 @@ def load_config(path: str | Path | None, overrides: list[str] = (), training: bo
 
 
 # Keys older checkpoints store that no longer exist (they had no effect): dropped when read back.
-REMOVED_KEYS = {"model": ("max_objects", "num_classes"), "distill": ("num_classes",)}
+REMOVED_KEYS = {"model": ("max_objects", "num_classes"), "distill": ("num_classes",), "data": ("classes",)}
 
 
 def config_from_dict(content: dict, source: str = "<checkpoint config>", overrides: list[str] = ()) -> Config:
@@ -217,12 +218,8 @@ def _apply_overrides(schema, source: str, overrides: list[str], training: bool =
 def validate_config(config: Config) -> None:
     """Cross-field checks the types cannot express (the caller names the file or override)."""
     config.data.validate()
-    if list(config.data.classes) != list(getattr(config.model, "classes", config.data.classes)):
-        raise Add3dError(
-            f"data.classes {list(config.data.classes)} and model.classes {list(config.model.classes)} must be the same list"
-        )
-    if hasattr(config.model, "validate"):
-        config.model.validate()
+    config.model.validate()
+    validate_classes(config.data, config.model.classes)
     if config.distill is not None:
         config.distill.validate()
         if not config.teacher.checkpoint:

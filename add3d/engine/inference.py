@@ -69,7 +69,8 @@ def predict_split(cfg: Config, checkpoint: str | Path, split: str, batch_size: i
     set_threads(cfg.train.threads)
     device = resolve_device(device_name, "--device") if device_name else resolve_device(cfg.train.device)
     detector = load_detector(cfg, checkpoint, device)
-    dataset = build_mono_dataset(cfg.data, split, augment=False, with_depth=detector.input_spec.kind == "rgbd")
+    dataset = build_mono_dataset(cfg.data, split, augment=False, with_depth=detector.input_spec.kind == "rgbd",
+                                 classes=cfg.model.classes)
     loader = build_loader(dataset, batch_size or cfg.train.batch_size, cfg.train.workers)
     predictions = predict_loader(detector, loader, device, detector.input_spec, cfg.model.score_threshold,
                                  progress=progress, description=f"predict {split}")

@@ -238,7 +238,7 @@ def validate(detector, loader, dataset: MonoDataset, ground_truth: dict, device,
     """(KITTI metrics, depth probes). ``perturb``: also the depth-input probes (two more passes, RGB+depth only)."""
     spec = input_spec_from_config(cfg)
     predictions = predict_loader(detector, loader, device, spec, cfg.model.score_threshold, description="validate")
-    results = evaluate_predictions(ground_truth, predictions, tuple(cfg.data.classes), cfg.train.eval_overlap,
+    results = evaluate_predictions(ground_truth, predictions, tuple(cfg.model.classes), cfg.train.eval_overlap,
                                    cfg.train.eval_box2d_scale)
     probes = depth_probes(detector, loader, ground_truth, spec, device, cfg.model.score_threshold,
                           predictions=predictions, perturb=perturb and spec.kind == "rgbd")
@@ -306,7 +306,8 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
     accumulate = cfg.train.accumulate_steps
     if batch_size % accumulate:
         raise Add3dError(f"the per-process batch {batch_size} must be divisible by train.accumulate_steps {accumulate}")
-    train_set = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=cfg.train.seed)
+    train_set = build_mono_dataset(cfg.data, cfg.data.train_split, augment=True, seed=cfg.train.seed,
+                                   classes=cfg.model.classes)
     sampler = ResumableDistributedSampler(train_set, ctx, shuffle=True, seed=cfg.train.seed, drop_last=True)
     train_loader = build_loader(train_set, batch_size // accumulate, cfg.train.workers, sampler, cfg.train.seed,
                                  cfg.train.prefetch_factor)
@@ -320,7 +321,7 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
     if validating:
         # Validation runs the deployable detector: depth maps only if it is a depth teacher.
         val_set = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False,
-                                     with_depth=input_spec_from_config(cfg).kind == "rgbd")
+                                     with_depth=input_spec_from_config(cfg).kind == "rgbd", classes=cfg.model.classes)
         val_loader = build_loader(val_set, batch_size, cfg.train.workers, prefetch_factor=cfg.train.prefetch_factor)
         ground_truth = {frame_id: val_set.ground_truth(i) for i, frame_id in enumerate(val_set.ids)}
 
