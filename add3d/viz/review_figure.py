@@ -1,8 +1,8 @@
 """One frame's predictions against its labels: the image and a bird's-eye view (``add3d show-predictions``).
 
-Image: labelled boxes in white (red: missed), predictions in their class colour with their score on a dark tag.
+Image: labelled boxes in white (orange: missed), predictions in their class colour with their score on a dark tag.
 Bird's-eye view: labels dashed, matched predictions coloured by their depth error (colour bar),
-false positives magenta, missed labels red.
+false positives magenta, missed labels orange.
 """
 
 from __future__ import annotations
@@ -17,28 +17,39 @@ from add3d.fileio import atomic_path
 from add3d.viz.draw import CLASS_COLORS, draw_boxes3d, plot_bev
 
 LABEL_COLOR = (255, 255, 255)
-MISSED_RGB = (232, 37, 43)
-MISSED_COLOR = "#e8252b"
+MISSED_RGB = (255, 140, 0)  # orange: apart from every class colour
+MISSED_COLOR = "#ff8c00"
 FALSE_POSITIVE_COLOR = "#d23fd2"
-DEPTH_ERROR_CMAP = "plasma"
+DEPTH_ERROR_CMAP = "viridis"  # no magenta or orange in it
+DRAW_WIDTH = 1242  # small frames (e.g. quarter-size synthetic ones) are drawn at KITTI width so labels stay readable
 
 
-def draw_score_tags(image: np.ndarray, objects, height_scale: float = 1.0) -> np.ndarray:
-    """Each object's score in its class colour on a dark tag above its 2D box (readable on any background)."""
+def draw_score_tags(image: np.ndarray, objects, box_scale: float = 1.0) -> np.ndarray:
+    """Each object's score in its class colour on a dark tag above its 2D box (times ``box_scale``:
+    the image may be an enlarged copy), readable on any background."""
     canvas = np.ascontiguousarray(image.copy())
-    font_scale = 0.5 * canvas.shape[1] / 1242 * height_scale
+    font_scale = 0.5 * canvas.shape[1] / 1242
     thickness = max(1, round(canvas.shape[1] / 1242))
     for obj in objects:
         if obj.score is None:
             continue
         text = f"{obj.score:.2f}"
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        x = int(np.clip(obj.box2d[0], 0, canvas.shape[1] - tw - 4))
-        y = int(np.clip(obj.box2d[1] - 3, th + baseline + 2, canvas.shape[0] - 1))
+        x = int(np.clip(obj.box2d[0] * box_scale, 0, canvas.shape[1] - tw - 4))
+        y = int(np.clip(obj.box2d[1] * box_scale - 3, th + baseline + 2, canvas.shape[0] - 1))
         cv2.rectangle(canvas, (x, y - th - baseline - 2), (x + tw + 4, y), (20, 20, 20), -1)
         color = tuple(int(c) for c in CLASS_COLORS.get(obj.cls_type, (255, 255, 255)))
         cv2.putText(canvas, text, (x + 2, y - baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale, color, thickness, cv2.LINE_AA)
     return canvas
+
+
+def upscaled(image: np.ndarray, P2: np.ndarray, width: int = DRAW_WIDTH) -> tuple[np.ndarray, np.ndarray]:
+    """An image narrower than ``width`` enlarged to it, with the camera that projects into it."""
+    factor = width / image.shape[1]
+    if factor <= 1.0:
+        return image, P2
+    size = (width, round(image.shape[0] * factor))
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR), np.diag([factor, factor, 1.0]) @ P2
 
 
 def save_review_figure(path: str | Path, image: np.ndarray, P2: np.ndarray, review: FrameReview,
@@ -55,12 +66,14 @@ def save_review_figure(path: str | Path, image: np.ndarray, P2: np.ndarray, revi
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
     labels, predictions = review.ground_truth, review.predictions
+    original_width = image.shape[1]
+    image, P2 = upscaled(image, P2)
     found = [label for index, label in enumerate(labels) if index not in review.missed]
     missed = [labels[index] for index in review.missed]
     canvas = draw_boxes3d(image, found, P2, color=LABEL_COLOR, thickness=1, show_score=False)
     canvas = draw_boxes3d(canvas, missed, P2, color=MISSED_RGB, thickness=2, show_score=False)
     canvas = draw_boxes3d(canvas, predictions, P2, thickness=2, show_score=False)
-    canvas = draw_score_tags(canvas, predictions)
+    canvas = draw_score_tags(canvas, predictions, image.shape[1] / original_width)
 
     height, width = image.shape[:2]
     figure, (left, right) = plt.subplots(1, 2, figsize=(13, 13 * 0.72 * height / width + 0.9),
