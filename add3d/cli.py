@@ -23,6 +23,7 @@ from add3d.commands import (
     export_submission,
     import_monodle,
     make_depth,
+    model_info,
     predict,
     show_frame,
     show_predictions,
@@ -47,6 +48,7 @@ COMMANDS: list[tuple[str, ModuleType, str]] = [
     ("eval-kitti", eval_kitti, "official KITTI AP (2D/BEV/3D/AOS, R11+R40) of a prediction folder"),
     ("import-monodle", import_monodle, "convert a released MonoDLE checkpoint (xinzhuma/monodle) to add3d weights"),
     ("config", config, "show a resolved config (config show CONFIG [overrides]) or list the shipped ones"),
+    ("model-info", model_info, "parameters and GFLOPs per module at the config's input size (+ ADD's training-only adapters)"),
 ]
 
 

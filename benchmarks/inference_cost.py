@@ -3,8 +3,8 @@
 For every detector that ``add3d.models.build_detector`` knows, build the baseline, wrap a fresh
 student in ADD's DistillationModule (all adapters on), export the student exactly as the trainer
 does (``module.detector.state_dict()``) and load it strictly into a new baseline-config detector.
-Then measure parameters, forward FLOPs (torch's FlopCounterMode; 1 multiply-add = 2 FLOPs) and CPU
-latency of both (``*_ms`` = CPU time of this process, robust on a shared machine; ``*_wall_ms`` too). Prints one JSON object: {detector: {baseline_params, student_params,
+Then measure parameters, forward FLOPs (``add3d.engine.model_info.forward_flops``, the counter of
+``add3d model-info``; 1 multiply-add = 2 FLOPs) and CPU latency of both (``*_ms`` = CPU time of this process, robust on a shared machine; ``*_wall_ms`` too). Prints one JSON object: {detector: {baseline_params, student_params,
 baseline_gflops, student_gflops, baseline_ms, student_ms, same_state_dict_keys}}.
 
     .venv/bin/python benchmarks/inference_cost.py --backbone dla34 --input-size 384 1280
@@ -18,46 +18,14 @@ import statistics
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from add3d.distill.config import DistillConfig
 from add3d.distill.teacher import teacher_model_config
 from add3d.distill.wrapper import DistillationModule
+from add3d.engine.model_info import adapter_parameters, camera_meta, count_parameters, forward_flops
 from add3d.errors import Add3dError
-from add3d.models import build_detector
+from add3d.models import DETECTORS, build_detector
 from add3d.models.config import ModelConfig
-
-DETECTORS = ("monodle", "gupnet", "monoflex")
-# KITTI's P2 (frame 000000 family), for detectors that read the calibration in forward().
-KITTI_P2 = [[721.5377, 0.0, 609.5593, 44.85728], [0.0, 721.5377, 172.854, 0.2163791], [0.0, 0.0, 1.0, 0.002745884]]
-
-
-def make_meta(height: int, width: int, batch: int = 1) -> dict:
-    """Meta of an un-augmented KITTI frame resized to the network input (what predict would pass)."""
-    scale_x, scale_y = width / 1242.0, height / 375.0
-    affine = torch.tensor([[scale_x, 0.0, 0.0], [0.0, scale_y, 0.0], [0.0, 0.0, 1.0]])
-    P2 = torch.tensor(KITTI_P2)
-    inverse = torch.linalg.inv(affine)[:2]
-    return {
-        "frame_id": [f"{i:06d}" for i in range(batch)],
-        "P2": P2.expand(batch, 3, 4).clone(),
-        "P2_input": (affine @ P2).expand(batch, 3, 4).clone(),
-        "input_to_original": inverse.expand(batch, 2, 3).clone(),
-        "original_size": torch.tensor([[1242.0, 375.0]]).expand(batch, 2).clone(),
-        "flipped": torch.zeros(batch, dtype=torch.long),
-        "cropped": torch.zeros(batch, dtype=torch.long),
-    }
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def forward_flops(model: torch.nn.Module, image: torch.Tensor, meta: dict) -> int:
-    with FlopCounterMode(display=False) as counter:
-        model(image, meta=meta)
-    return int(counter.get_total_flops())
 
 
 @torch.no_grad()
@@ -91,27 +59,26 @@ def measure(name: str, backbone: str, height: int, width: int, repeats: int) -> 
     exported.load_state_dict(module.detector.state_dict(), strict=True)  # what the trainer saves
     exported.eval()
     image = torch.randn(1, 3, height, width)
-    meta = make_meta(height, width)
-    adapter_params = sum(p.numel() for n, p in module.named_parameters() if not n.startswith(("detector.", "teacher.")))
+    meta = camera_meta(height, width)
     baseline_cpu, baseline_wall = forward_ms(baseline, image, meta, repeats)
     student_cpu, student_wall = forward_ms(exported, image, meta, repeats)
     return {
         "baseline_params": count_parameters(baseline),
         "student_params": count_parameters(exported),
-        "baseline_gflops": round(forward_flops(baseline, image, meta) / 1e9, 3),
-        "student_gflops": round(forward_flops(exported, image, meta) / 1e9, 3),
+        "baseline_gflops": round(forward_flops(baseline, image, meta)["total"] / 1e9, 3),
+        "student_gflops": round(forward_flops(exported, image, meta)["total"] / 1e9, 3),
         "baseline_ms": round(baseline_cpu, 1),  # CPU time per forward (see forward_ms)
         "student_ms": round(student_cpu, 1),
         "baseline_wall_ms": round(baseline_wall, 1),
         "student_wall_ms": round(student_wall, 1),
         "same_state_dict_keys": list(baseline.state_dict()) == list(exported.state_dict()),
-        "training_only_adapter_params": adapter_params,
+        "training_only_adapter_params": adapter_parameters(module)["params"],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detectors", nargs="+", default=list(DETECTORS))
+    parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
     parser.add_argument("--backbone", default="dla34")
     parser.add_argument("--input-size", nargs=2, type=int, default=[384, 1280], metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=5)

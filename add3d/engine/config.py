@@ -20,6 +20,7 @@ from add3d.data.mono_dataset import validate_classes
 from add3d.distill.config import DistillConfig, TeacherConfig
 from add3d.engine.precision import AMP_MODES, LEGACY_AMP
 from add3d.errors import Add3dError, DataFormatError
+from add3d.models import detector_entry
 from add3d.models.config import ModelConfig
 
 BASE_KEY = "_base_"
@@ -156,18 +157,21 @@ def parse_override(text: str) -> dict:
     return nested
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), training: bool = True) -> Config:
+def load_config(path: str | Path | None, overrides: list[str] = (), training: bool = True,
+                teacher_required: bool = True) -> Config:
     """Read, merge, override and validate a config. ``path=None`` starts from the defaults.
 
     ``training=False`` (eval / predict) drops the ``distill`` section: an ADD student is evaluated as
-    the plain detector it is, without needing its teacher.
+    the plain detector it is, without needing its teacher. ``teacher_required=False`` keeps the
+    section but accepts it without ``teacher.checkpoint`` (``add3d model-info`` counts the adapters
+    from the architecture alone).
     """
     schema = OmegaConf.structured(Config)
     source = "<defaults>"
     if path is not None:
         for source, content in read_config_chain(path):
             schema = _merge(schema, content, source)
-    return _apply_overrides(schema, source, overrides, training)
+    return _apply_overrides(schema, source, overrides, training, teacher_required)
 
 
 # Keys older checkpoints store that no longer exist (they had no effect): dropped when read back.
@@ -184,45 +188,47 @@ def config_from_dict(content: dict, source: str = "<checkpoint config>", overrid
     return _apply_overrides(_merge(OmegaConf.structured(Config), content, source), source, overrides)
 
 
-def _checked(schema, training: bool) -> Config:
+def _checked(schema, training: bool, teacher_required: bool = True) -> Config:
     try:
         config: Config = OmegaConf.to_object(schema)
     except OmegaConfBaseException as error:
         raise Add3dError(str(error).splitlines()[0]) from None
     if not training:
         config.distill = None
-    validate_config(config)
+    validate_config(config, teacher_required)
     return config
 
 
-def _apply_overrides(schema, source: str, overrides: list[str], training: bool = True) -> Config:
+def _apply_overrides(schema, source: str, overrides: list[str], training: bool = True,
+                     teacher_required: bool = True) -> Config:
     """Overrides on top of the merged files, then validation. A value that does not validate is
     blamed on where it came from: the first override after which the config is invalid, else the file."""
     schemas = [schema]
     for text in overrides:
         schemas.append(_merge(schemas[-1], parse_override(text), f"command-line override '{text}'"))
     try:
-        return _checked(schemas[-1], training)
+        return _checked(schemas[-1], training, teacher_required)
     except Add3dError as error:
         sources = [source] + [f"command-line override '{text}'" for text in overrides]
         culprit = sources[0]
         for candidate, earlier in zip(sources[1:], schemas[:-1]):
             try:
-                _checked(earlier, training)
+                _checked(earlier, training, teacher_required)
             except Add3dError:
                 break
             culprit = candidate
         raise Add3dError(f"{culprit}: {error}") from None
 
 
-def validate_config(config: Config) -> None:
+def validate_config(config: Config, teacher_required: bool = True) -> None:
     """Cross-field checks the types cannot express (the caller names the file or override)."""
     config.data.validate()
+    detector_entry(config.model.name)  # an unknown detector name lists the known ones
     config.model.validate()
     validate_classes(config.data, config.model.classes)
     if config.distill is not None:
         config.distill.validate()
-        if not config.teacher.checkpoint:
+        if teacher_required and not config.teacher.checkpoint:
             raise Add3dError("a distill section needs teacher.checkpoint (a trained teacher's checkpoint)")
         if not config.data.depth_source:
             raise Add3dError("distillation feeds the teacher depth: set data.depth_source (lidar | object | dense)")
