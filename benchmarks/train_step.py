@@ -24,6 +24,7 @@ from add3d.data.config import DataConfig
 from add3d.data.mono_dataset import build_mono_dataset, collate_batch
 from add3d.distill.config import DistillConfig
 from add3d.distill.teacher import init_teacher_from_rgb, teacher_model_config
+from add3d.distill.teacher_input import InputSpec
 from add3d.distill.wrapper import DistillationModule
 from add3d.engine.modules import DetectorModule
 from add3d.models import build_detector
@@ -56,8 +57,8 @@ def time_steps(module: torch.nn.Module, batch: dict, steps: int, warmup: int = 2
 def measure(name: str, backbone: str, head_channels: int, batch: dict, steps: int, distill: DistillConfig) -> dict:
     cfg = ModelConfig(name=name, backbone=backbone, head_channels=head_channels, pretrained=None)
     torch.manual_seed(0)
-    baseline = DetectorModule(build_detector(cfg), "rgb")
-    teacher = DetectorModule(build_detector(teacher_model_config(cfg)), "rgbd")
+    baseline = DetectorModule(build_detector(cfg))
+    teacher = DetectorModule(build_detector(teacher_model_config(cfg)), InputSpec(kind="rgbd"))
     init_teacher_from_rgb(teacher.detector, baseline.detector.state_dict())
     student = build_detector(cfg)
     add = DistillationModule(student, build_detector(teacher_model_config(cfg)), distill)
