@@ -2,8 +2,8 @@
 
 Native thread pools: numpy's OpenBLAS and OpenCV each start one thread per core in every process.
 The per-sample work (4x4 projections of ~100k LiDAR points, one warp per map) is far too small to
-share, so on a many-core host N loader workers x (one thread per core) mostly spin and contend:
-a LiDAR sample took 68-77 ms of CPU with the default pools and ~7 ms with one thread. Every worker
+share, so N loader workers x (one thread per core) mostly spin and contend: on a busy 2-core
+machine a KITTI LiDAR depth map took 68 ms of CPU with two BLAS threads and 7 ms with one. Every worker
 therefore caps BLAS and OpenCV to ``DATA_THREADS``; with ``workers=0`` the samples are computed in
 the training process, whose BLAS / OpenCV pools are capped the same way (torch's own intra-op
 threads, ``train.threads``, are not touched: torch's MKL and OpenMP are separate libraries).
