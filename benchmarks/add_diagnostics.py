@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -41,20 +42,23 @@ from add3d.geometry.tensor_geometry import gather_at_indices
 from add3d.models.decode import depth_from_logit
 
 
-def load_run(run: Path, max_frames: int):
+def load_run(run: Path, max_frames: int, scratch: Path):
     """(config, detector with its checkpoint's input spec, the first max_frames validation frames, their labels)."""
     cfg = load_config(run / "config.yaml", training=False)
     detector = load_detector(cfg, run / "checkpoint_last.pth", torch.device("cpu"))
-    dataset = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False,
-                                 with_depth=detector.input_spec.kind == "rgbd", classes=cfg.model.classes)
-    count = min(max_frames, len(dataset))
-    truth = {dataset.ids[i]: dataset.ground_truth(i) for i in range(count)}
-    return cfg, detector, torch.utils.data.Subset(dataset, range(count)), truth
+    with_depth = detector.input_spec.kind == "rgbd"
+    ids = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False, with_depth=with_depth,
+                             classes=cfg.model.classes).ids[:max_frames]
+    split = scratch / f"{run.name}_val_{len(ids)}.txt"  # the loader wants a whole dataset: a split of those frames
+    split.write_text("".join(f"{frame_id}\n" for frame_id in ids))
+    dataset = build_mono_dataset(cfg.data, str(split), augment=False, with_depth=with_depth, classes=cfg.model.classes)
+    truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
+    return cfg, detector, dataset, truth
 
 
 @torch.no_grad()
-def object_errors(run: Path, max_frames: int) -> dict:
-    _, detector, dataset, _ = load_run(run, max_frames)
+def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
+    _, detector, dataset, _ = load_run(run, max_frames, scratch)
     loader = build_loader(dataset, 8, 0)
     abs_error, rel_error, scores, count = 0.0, 0.0, 0.0, 0
     for batch in tqdm(loader, desc=run.name, leave=False):
@@ -80,9 +84,9 @@ def object_errors(run: Path, max_frames: int) -> dict:
     }
 
 
-def probes(run: Path, max_frames: int) -> dict:
+def probes(run: Path, max_frames: int, scratch: Path) -> dict:
     """The library's depth probes (add3d.engine.probes) on the run's validation frames."""
-    cfg, detector, dataset, truth = load_run(run, max_frames)
+    cfg, detector, dataset, truth = load_run(run, max_frames, scratch)
     return depth_probes(detector, build_loader(dataset, 8, 0), truth, detector.input_spec, torch.device("cpu"),
                         cfg.model.score_threshold)
 
@@ -118,9 +122,10 @@ def main() -> None:
     for run in args.runs:
         if not (run / "checkpoint_last.pth").is_file():
             continue
-        report[run.name] = {} if args.grads_only else object_errors(run, args.max_frames)
-        if not args.grads_only and not args.no_probes:
-            report[run.name]["probes"] = probes(run, args.max_frames)
+        with tempfile.TemporaryDirectory() as scratch:
+            report[run.name] = {} if args.grads_only else object_errors(run, args.max_frames, Path(scratch))
+            if not args.grads_only and not args.no_probes:
+                report[run.name]["probes"] = probes(run, args.max_frames, Path(scratch))
         if args.grads or args.grads_only:
             report[run.name]["gradient_norms"] = gradient_shares(run, args.grad_batches)
     print(json.dumps(report, indent=2))
