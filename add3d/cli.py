@@ -21,6 +21,7 @@ from add3d.commands import (
     evaluate,
     export_onnx,
     export_submission,
+    import_checkpoint,
     import_monodle,
     make_depth,
     model_info,
@@ -46,7 +47,8 @@ COMMANDS: list[tuple[str, ModuleType, str]] = [
     ("benchmark-inference", benchmark_inference, "latency and images/s of PyTorch eager / compiled / onnxruntime as JSON"),
     ("show-predictions", show_predictions, "predictions vs labels of a split, worst frames first: pictures + HTML gallery"),
     ("eval-kitti", eval_kitti, "official KITTI AP (2D/BEV/3D/AOS, R11+R40) of a prediction folder"),
-    ("import-monodle", import_monodle, "convert a released MonoDLE checkpoint (xinzhuma/monodle) to add3d weights"),
+    ("import-checkpoint", import_checkpoint, "convert a released MonoDLE / GUPNet / MonoFlex checkpoint to an add3d checkpoint"),
+    ("import-monodle", import_monodle, "alias of import-checkpoint --detector monodle"),
     ("config", config, "show a resolved config (config show CONFIG [overrides]) or list the shipped ones"),
     ("model-info", model_info, "parameters and GFLOPs per module at the config's input size (+ ADD's training-only adapters)"),
 ]

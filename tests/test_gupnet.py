@@ -183,22 +183,46 @@ def test_inference_runs_roi_heads_on_top_k_peaks(detector, batch):
 
 
 def test_htl_weights_follow_the_learning_progress():
+    """GUPNet's schedule: a no-grad seed pass counts as epoch -1, and epoch e's weights come from
+    the window of epochs before e-1 (the official code appends e-1's losses after weighting)."""
     htl = HierarchicalTaskLearning({"a": [], "b": ["a"]}, window=3)
     assert htl.weight_dict()["b"] == 1.0  # inactive until the trainer calls the hook
     weights = []
     a_losses = [10.0, 6.0, 4.0, 3.0, 2.9, 2.85, 2.85, 2.85]
+
+    def seed_pass():
+        for _ in range(2):
+            htl.record({"a": torch.tensor(18.0), "b": torch.tensor(5.0)})
+
     for epoch, a in enumerate(a_losses):
-        weights.append(htl.start_epoch(epoch, num_epochs=10))
+        weights.append(htl.start_epoch(epoch, num_epochs=10, measure_losses=seed_pass))
         for _ in range(2):
             htl.record({"a": torch.tensor(a), "b": torch.tensor(5.0)})
     assert all(w["a"] == 1.0 for w in weights)
     assert [w["b"] for w in weights[:3]] == [0.0, 0.0, 0.0]  # window not full yet
-    assert weights[3]["b"] == 0.0  # first full window = the reference: progress 0, time factor 0
-    # epoch 4: window (6, 4, 3) drops 3 against the reference 6 -> progress 0.5; t = (4 - 3) / (10 - 3)
+    assert weights[3]["b"] == 0.0  # first full window (18, 10, 6) = the reference: progress 0, time factor 0
+    # epoch 4: window (10, 6, 4) drops 6 against the reference 12 -> progress 0.5; t = (4 - 3) / (10 - 3)
     assert weights[4]["b"] == pytest.approx((1 / 7) ** 0.5, rel=1e-5)
     later = [w["b"] for w in weights[4:]]
     assert all(0.0 < b <= 1.0 for b in later)
     assert later == sorted(later)  # a's loss plateaus and time passes: b's weight only grows
+
+
+def test_htl_weights_lag_one_epoch_and_need_one_more_without_the_seed_pass():
+    def run(losses, seed):
+        htl = HierarchicalTaskLearning({"a": [], "b": ["a"]}, window=3)
+        out = []
+        for epoch, a in enumerate(losses):
+            out.append(htl.start_epoch(epoch, 10, (lambda: htl.record({"a": torch.tensor(18.0), "b": torch.tensor(1.0)})) if seed else None)["b"])
+            htl.record({"a": torch.tensor(a), "b": torch.tensor(1.0)})
+        return out
+
+    base = run([10.0, 6.0, 4.0, 3.0, 2.0, 1.5], seed=True)
+    assert run([10.0, 6.0, 4.0, 3.0, 0.5, 1.5], seed=True) == base  # epoch 4's losses first count at epoch 6
+    assert run([10.0, 6.0, 4.0, 2.0, 2.0, 1.5], seed=True)[5] != base[5]  # epoch 3's count at epoch 5
+    unseeded = run([10.0, 6.0, 4.0, 3.0, 2.0, 1.5], seed=False)
+    # Without the seed pass the window fills one epoch later: at epoch 4 it is the reference (progress 0).
+    assert unseeded[:4] == [0.0] * 4 and unseeded[4] == pytest.approx(1 / 7, rel=1e-6)
 
 
 def test_htl_state_survives_a_checkpoint():
@@ -305,3 +329,23 @@ def test_configs_load_and_synthetic_ones_build(name):
     if name.startswith("synthetic"):
         detector = build_detector(cfg.model)
         assert detector.in_channels == cfg.model.in_channels
+
+
+def test_training_seeds_htl_with_one_no_grad_pass(tmp_path):
+    """The trainer's measure_losses pass gives HTL the untrained losses as epoch -1 (GUPNet's
+    compute_e0_loss)."""
+    from add3d.engine.checkpoints import load_checkpoint
+    from add3d.engine.config import load_config
+    from add3d.engine.trainer import train
+    from engine_helpers import make_fake_kitti, tiny_config_overrides
+
+    root = make_fake_kitti(tmp_path / "data", frames=8, val_frames=2)
+    overrides = tiny_config_overrides(root, tmp_path / "run") + [
+        "model.name=gupnet", "model.backbone=dla34_tiny", "model.head_channels=16", "model.pretrained=null",
+        "train.epochs=1"]
+    train(load_config(None, overrides))
+    state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pth")["model"]
+    assert int(state["task_weighting.history_length"]) == 1  # the seed pass; epoch 0 closes at epoch 1
+    seed = state["task_weighting.history"][0]
+    assert bool((seed > 0).all()) and bool(torch.isfinite(seed).all())
+    assert float(state["task_weighting.epoch_steps"]) >= 1  # epoch 0's own steps, not yet in the history

@@ -522,11 +522,11 @@ def test_released_monodle_checkpoint_converts_and_reproduces_its_outputs(tmp_pat
         assert torch.equal(expected[name], got[name]), name
 
     # Single-class configs pick the right heatmap channel; unknown classes and keys are errors.
-    from add3d.models.pretrained import convert_monodle_release
+    from add3d.models.monodle import convert_official_monodle
 
-    car_only = convert_monodle_release(release, ["Car"])
+    car_only = convert_official_monodle(release, ModelConfig(classes=["Car"]))
     assert torch.equal(car_only["heads.heatmap.2.bias"], original.state_dict()["heads.heatmap.2.bias"][:1])
-    with pytest.raises(Add3dError, match="not Van"):
-        convert_monodle_release(release, ["Van"])
+    with pytest.raises(Add3dError, match="also has Van"):
+        convert_official_monodle(release, ModelConfig(classes=["Van"]))
     with pytest.raises(Add3dError, match="unexpected key 'mystery.weight'"):
-        convert_monodle_release({**release, "mystery.weight": torch.zeros(1)}, ["Car"])
+        convert_official_monodle({**release, "mystery.weight": torch.zeros(1)}, ModelConfig(classes=["Car"]))

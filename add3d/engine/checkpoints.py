@@ -53,14 +53,31 @@ def read_model_state(path: str | Path) -> dict[str, torch.Tensor]:
     return _model_state(load_checkpoint(path), path)
 
 
-def load_detector_weights(detector: torch.nn.Module, path: str | Path, expected_spec: InputSpec | None = None) -> InputSpec:
+def stored_compat(checkpoint: dict) -> str:
+    """``model.compat`` of the config stored in a checkpoint ("exact" when it stores none)."""
+    config = checkpoint.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    return str(model.get("compat") or "exact") if isinstance(model, dict) else "exact"
+
+
+def load_detector_weights(
+    detector: torch.nn.Module, path: str | Path, expected_spec: InputSpec | None = None, require_compat: bool = True
+) -> InputSpec:
     """Load a checkpoint's detector weights strictly and return the input spec it was trained on.
 
     The spec is the checkpoint's ``input_spec`` (``expected_spec``, the config's, must agree with
     it: :func:`add3d.distill.teacher_input.check_input_spec`); checkpoints written before specs were
     stored get ``expected_spec``. A weight mismatch names the file and the first keys.
+    ``require_compat``: the detector's ``model.compat`` must be the one the weights were made with
+    (imported official weights need "official"); initialising a new run may switch it.
     """
     checkpoint = load_checkpoint(path)
+    compat = getattr(getattr(detector, "cfg", None), "compat", "exact")
+    if require_compat and "model" in checkpoint and stored_compat(checkpoint) != compat:
+        raise Add3dError(
+            f"{path}: these weights were made with model.compat={stored_compat(checkpoint)} and the config says "
+            f"model.compat={compat}; add the override model.compat={stored_compat(checkpoint)}"
+        )
     expected_spec = expected_spec or InputSpec(kind="rgbd" if getattr(detector, "in_channels", 3) == 5 else "rgb")
     spec = check_input_spec(expected_spec, checkpoint.get("input_spec") if "model" in checkpoint else None, str(path))
     load_weights_strictly(detector, _model_state(checkpoint, path), path)

@@ -89,7 +89,7 @@ def build_detector_from_config(cfg: Config) -> torch.nn.Module:
         if input_spec_from_config(cfg).kind == "rgbd" and _first_conv_channels(state) == 3:
             init_teacher_from_rgb(detector, state)  # RGB weights, extra depth channels start at zero
         else:
-            load_detector_weights(detector, cfg.train.init_checkpoint)
+            load_detector_weights(detector, cfg.train.init_checkpoint, require_compat=False)  # fine-tuning may switch compat
     return detector
 
 
@@ -231,6 +231,17 @@ class StepMeans:
         steps = self.steps
         self.sum, self.count, self.steps = None, None, 0
         return means, count, steps
+
+
+@torch.no_grad()
+def measure_losses(model, loader, device, dtype: torch.dtype | None) -> None:
+    """One pass over ``loader`` in training mode without gradients, for the loss statistics a
+    detector records in its ``loss`` (GUPNet's HTL seeds its first window with the untrained
+    losses, as its code's ``compute_e0_loss``; batch-norm statistics update as there)."""
+    model.train()
+    for batch in loader:
+        with autocast(device, dtype):
+            model(batch_to_device(batch, device))
 
 
 def validate(detector, loader, dataset: MonoDataset, ground_truth: dict, device, cfg: Config,
@@ -379,7 +390,7 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
         sampler.set_epoch(epoch, start_index=state.step_in_epoch * batch_size)
         if hasattr(detector, "on_epoch_start") and state.step_in_epoch == 0:
             # Not again when resuming mid-epoch: the hook already ran (its state is in the checkpoint).
-            detector.on_epoch_start(epoch, cfg.train.epochs)
+            detector.on_epoch_start(epoch, cfg.train.epochs, lambda: measure_losses(model, train_loader, device, dtype))
         model.train()
         started = time.time()
         window, epoch_means = StepMeans(ctx), StepMeans(ctx)

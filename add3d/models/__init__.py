@@ -17,8 +17,8 @@ from torch import Tensor
 from add3d.errors import Add3dError
 from add3d.models.config import ModelConfig
 from add3d.models.detector import MonoDetector
-from add3d.models.gupnet import build_gupnet
-from add3d.models.monodle import build_monodle, convert_official_monodle
+from add3d.models.gupnet import build_gupnet, convert_official_gupnet, official_gupnet_config
+from add3d.models.monodle import build_monodle, convert_official_monodle, official_monodle_config
 from add3d.models.monoflex import build_monoflex, convert_official_monoflex
 
 
@@ -29,11 +29,16 @@ class DetectorEntry:
     build: Callable[[ModelConfig], MonoDetector]
     # Official (released) state dict + the target config -> this package's state dict, strict-loadable.
     convert_official: Callable[[Mapping[str, Tensor], ModelConfig], dict[str, Tensor]] | None = None
+    # Official state dict + a config -> the model config its weights need (class means, size
+    # encoding); ``add3d import-checkpoint`` applies it before ``convert_official``.
+    official_config: Callable[[Mapping[str, Tensor], ModelConfig], ModelConfig] | None = None
 
 
 DETECTORS: dict[str, DetectorEntry] = {
-    "monodle": DetectorEntry(build=build_monodle, convert_official=convert_official_monodle),
-    "gupnet": DetectorEntry(build=build_gupnet),
+    "monodle": DetectorEntry(build=build_monodle, convert_official=convert_official_monodle,
+                             official_config=official_monodle_config),
+    "gupnet": DetectorEntry(build=build_gupnet, convert_official=convert_official_gupnet,
+                            official_config=official_gupnet_config),
     "monoflex": DetectorEntry(build=build_monoflex, convert_official=convert_official_monoflex),
 }
 

@@ -56,6 +56,10 @@ class ModelConfig:
     # Decoding defaults (MonoDLE: top-50 peaks, heatmap score threshold 0.2).
     top_k: int = 50
     score_threshold: float = 0.2
+    # "exact": our geometry. "official": reproduce the official code's pixel mapping and
+    # back-projection (docs/MODELS.md, "Differences"), which released weights were trained and
+    # evaluated with; `add3d import-checkpoint` sets it. Used by MonoDLE and GUPNet.
+    compat: str = "exact"
 
     # ----- detector-specific options (dataclasses owned by the detector modules) -----------------
     gupnet: GUPNetOptions = field(default_factory=GUPNetOptions)
@@ -90,6 +94,8 @@ class ModelConfig:
         self.class_mean_sizes()
         if self.in_channels < 1 or self.head_channels < 1 or self.top_k < 1:
             raise Add3dError("model.in_channels, head_channels and top_k must be >= 1")
+        if self.compat not in ("exact", "official"):
+            raise Add3dError(f"model.compat must be 'exact' or 'official', got '{self.compat}'")
         if self.num_heading_bins < 1:
             raise Add3dError(f"model.num_heading_bins must be >= 1, got {self.num_heading_bins}")
         if any(float(w) < 0 for w in self.loss_weights.values()):

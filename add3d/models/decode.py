@@ -60,6 +60,66 @@ def feature_to_original(points: torch.Tensor, input_to_original: torch.Tensor, s
     return apply_affine(points * stride, input_to_original.to(points.dtype))
 
 
+def input_to_frame(input_to_original: torch.Tensor, original_width: torch.Tensor) -> torch.Tensor:
+    """``B x 2 x 3`` map of network-input pixels to the augmented frame: the original image, mirrored
+    (u -> width - u) when the input was flipped -- the image whose camera is ``input_to_frame @ P2_input``."""
+    frame = input_to_original.clone()
+    mirrored = torch.linalg.det(input_to_original[:, :, :2].double()) < 0
+    flipped_row = torch.cat([-input_to_original[:, 0, :2], original_width[:, None] - input_to_original[:, 0, 2:]], dim=1)
+    frame[:, 0] = torch.where(mirrored[:, None], flipped_row.to(frame.dtype), input_to_original[:, 0])
+    return frame
+
+
+def official_input_to_image(
+    points: torch.Tensor, input_to_image: torch.Tensor, image_size: torch.Tensor, input_hw: tuple[int, int]
+) -> torch.Tensor:
+    """Network-input pixels ``B x ... x 2`` -> image pixels the way the official MonoDLE / GUPNet code
+    maps them (``compat: official``).
+
+    The official code scales by image size / input size per axis (its ``coord_range`` and
+    ``bbox_downsample_ratio``), but the input is a UNIFORM scale of the image set by the width, so
+    vertically it is off: it stretches rows about the input's centre row by
+    (H_image / W_image) / (H_input / W_input) -- 1.0074 on a 1224x370 KITTI frame into 1280x384,
+    up to 1.4 px at the top and bottom. Horizontally it is exact. ``input_to_image`` is the exact
+    affine (``input_to_original`` or :func:`input_to_frame`), ``image_size`` ``B x 2`` (W, H).
+    """
+    height, width = input_hw
+    batch = points.shape[0]
+    flat = points.reshape(batch, -1, 2).to(input_to_image.dtype)
+    u = flat[..., 0] * input_to_image[:, None, 0, 0] + flat[..., 1] * input_to_image[:, None, 0, 1] + input_to_image[:, None, 0, 2]
+    centre_row = input_to_image[:, 1, 0] * width / 2.0 + input_to_image[:, 1, 1] * height / 2.0 + input_to_image[:, 1, 2]
+    crop_width = input_to_image[:, 0, :2].norm(dim=1) * width
+    crop_height = crop_width * image_size[:, 1].to(crop_width.dtype) / image_size[:, 0].to(crop_width.dtype)
+    v = (flat[..., 1] / height - 0.5) * crop_height[:, None] + centre_row[:, None]
+    return torch.stack([u, v], dim=-1).reshape(points.shape).to(points.dtype)
+
+
+def official_frame_camera(P2: torch.Tensor, input_to_original: torch.Tensor, original_width: torch.Tensor) -> torch.Tensor:
+    """``P2`` of the augmented frame as GUPNet's ``Calibration.flip`` makes it (``compat: official``).
+
+    For a flipped input it mirrors the camera of :func:`official_back_project`: cu -> W - cu and
+    P2[0,3] -> -P2[0,3] (exact: W P2[2,3] - P2[0,3], 6 px apart on KITTI); unflipped inputs keep P2.
+    """
+    mirrored = torch.linalg.det(input_to_original[:, :, :2].double()) < 0
+    flipped = P2.clone()
+    flipped[:, 0, 2] = original_width.to(P2.dtype) - P2[:, 0, 2]
+    flipped[:, 0, 3] = -P2[:, 0, 3]
+    return torch.where(mirrored[:, None, None], flipped, P2)
+
+
+def official_back_project(P2: torch.Tensor, u: torch.Tensor, v: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """The official code's back-projection ``x = (u - cu) z / fu - P2[0,3] / fu`` (``compat: official``).
+
+    It drops P2[2,3] (KITTI: ~2.7 mm), so it is off by ``u * P2[2,3] / fu`` from ``tensor_geometry.back_project``,
+    about 2 mm at 20 m.
+    """
+    P2 = P2.to(depth.dtype)
+    fu, fv, cu, cv = (P2[:, None, 0, 0], P2[:, None, 1, 1], P2[:, None, 0, 2], P2[:, None, 1, 2])
+    x = (u - cu) * depth / fu - P2[:, None, 0, 3] / fu
+    y = (v - cv) * depth / fv - P2[:, None, 1, 3] / fv
+    return torch.stack([x, y, depth], dim=-1)
+
+
 def heatmap_scores(heatmap_logits: torch.Tensor) -> torch.Tensor:
     """Sigmoid heatmap scores, kept off exactly 0 and 1 (CenterNet's clamp) so logs stay finite."""
     return torch.sigmoid(heatmap_logits.float()).clamp(1e-4, 1.0 - 1e-4)

@@ -14,9 +14,11 @@ log-variance s_net; the final depth ``z = z_geo + residual`` has log-variance
 ``heatmap * exp(-sigma)`` with ``sigma = exp(s / 2)``.
 
 Camera: we use the *network input* camera ``meta["P2_input"]`` and input-pixel box heights. That
-equals GUPNet's original-image camera with original-pixel heights (the affine resize scales f and h
+equals the original-image camera with original-pixel heights GUPNet means (the affine resize scales f and h
 alike) and stays right under flip / crop augmentation, so the depth target is the true depth
 (``targets["location"][..., 2]``) and 3D losses apply to cropped samples too, as in GUPNet.
+``model.compat: official`` instead reproduces GUPNet's code, whose ``coord_range`` mapping makes
+box heights 0.76 % too large on KITTI (docs/MODELS.md, "Differences"); released weights need it.
 
 ROIs: at the object slots ``targets["indices"]`` during training and at the top-K heatmap peaks
 otherwise. The boxes are the *predicted* 2D boxes at those slots, as in GUPNet's code (training
@@ -26,8 +28,9 @@ and inference then see the same kind of box), or the ground-truth ``targets["box
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +42,7 @@ from add3d.geometry.tensor_geometry import (
     alpha_to_rotation_y,
     back_project,
     cell_xy,
+    column_ray_angle,
     gather_at_indices,
     ray_angle,
     wrap_angle,
@@ -47,7 +51,11 @@ from add3d.models.decode import (
     depth_from_logit,
     feature_to_original,
     heatmap_scores,
+    input_to_frame,
     mirror_alpha_if_flipped,
+    official_back_project,
+    official_frame_camera,
+    official_input_to_image,
     peak_nms,
     top_k_peaks,
 )
@@ -56,6 +64,7 @@ from add3d.models.heading import decode_heading, encode_heading
 from add3d.models.heads import build_heads
 from add3d.models.htl import HierarchicalTaskLearning
 from add3d.models.losses import focal_loss, heading_loss, laplacian_uncertainty_loss, masked_l1
+from add3d.models.official_weights import OFFICIAL_CLASSES, official_class_order, rename_trunk_key, strip_data_parallel
 
 if TYPE_CHECKING:  # annotation only (models/config.py imports GUPNetOptions from here)
     from add3d.models.config import ModelConfig
@@ -80,6 +89,7 @@ TASK_PREREQUISITES = {
     "heading": ["size_2d", "offset_2d"],
     "depth": ["size_2d", "size_3d", "offset_2d"],
 }
+DENSE_OUTPUTS = ("heatmap", "offset_2d", "size_2d")  # heads on the whole feature map
 ROI_OUTPUTS = {"depth": 2, "offset_3d": 2, "size_3d": 4, "heading": None}  # heading: 2 x bins
 
 
@@ -131,10 +141,11 @@ class GUPNet(MonoDetector):
         self.task_weighting = HierarchicalTaskLearning(TASK_PREREQUISITES, window=options.htl_window) if options.htl else None
 
     # ----- training schedule hook -----------------------------------------------------------------
-    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
-        """Update the HTL loss weights from the loss statistics of the past epochs (DESIGN.md)."""
+    def on_epoch_start(self, epoch: int, num_epochs: int, measure_losses: Callable[[], None] | None = None) -> None:
+        """Update the HTL loss weights from the loss statistics of the past epochs (DESIGN.md);
+        ``measure_losses`` runs the no-grad pass over the training data that seeds them at epoch 0."""
         if self.task_weighting is not None:
-            self.task_weighting.start_epoch(epoch, num_epochs)
+            self.task_weighting.start_epoch(epoch, num_epochs, measure_losses)
 
     # ----- forward ----------------------------------------------------------------------------------
     def forward(self, image, targets=None, meta=None) -> dict[str, torch.Tensor]:
@@ -162,8 +173,7 @@ class GUPNet(MonoDetector):
             boxes = self._predicted_boxes(outputs, indices)
         outputs["roi_boxes"] = boxes
         # Inference runs every top-K slot: no mask, so no data-dependent shapes (the graph exports to ONNX).
-        outputs.update(self._roi_outputs(features, boxes, cls_ids, mask if targets is not None else None,
-                                         meta["P2_input"].to(device=features.device, dtype=torch.float32)))
+        outputs.update(self._roi_outputs(features, boxes, cls_ids, mask if targets is not None else None, meta))
         return outputs
 
     def _predicted_boxes(self, outputs: dict[str, torch.Tensor], indices: torch.Tensor) -> torch.Tensor:
@@ -174,9 +184,40 @@ class GUPNet(MonoDetector):
         half = gather_at_indices(outputs["size_2d"], indices) / 2
         return torch.cat([centre - half, centre + half], dim=-1)
 
+    def _roi_camera(
+        self, boxes: torch.Tensor, meta: dict, input_hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per ROI slot (``B x K``): normalised camera coordinates (z = 1) of the top-left and
+        bottom-right box corners, the box height in pixels (>= 1) and the focal length it pairs with.
+
+        Exact: network-input pixels with the network-input camera. ``compat: official``: GUPNet's
+        code, which maps the boxes to the (possibly flipped) original image with its per-axis
+        ``coord_range`` scale (decode.official_input_to_image) and back-projects with its own
+        camera model (decode.official_frame_camera, official_back_project).
+        """
+        P2_input = meta["P2_input"].to(device=boxes.device, dtype=torch.float32)
+        corners = (boxes * self.stride).float()
+        if self.cfg.compat == "official":
+            original_size = meta["original_size"].to(device=boxes.device, dtype=torch.float32)
+            to_frame = input_to_frame(meta["input_to_original"].to(device=boxes.device, dtype=torch.float32), original_size[:, 0])
+            P2 = meta["P2"].to(device=boxes.device, dtype=torch.float32)
+            frame_P2 = official_frame_camera(P2, meta["input_to_original"].to(P2), original_size[:, 0])
+            pairs = official_input_to_image(corners.reshape(*corners.shape[:2], 2, 2), to_frame, original_size, input_hw)
+            ones = torch.ones_like(pairs[..., 0, 0])
+            top_left = official_back_project(frame_P2, pairs[..., 0, 0], pairs[..., 0, 1], ones)[..., :2]
+            bottom_right = official_back_project(frame_P2, pairs[..., 1, 0], pairs[..., 1, 1], ones)[..., :2]
+            box_height = pairs[..., 1, 1] - pairs[..., 0, 1]
+            focal = frame_P2[:, 0, 0, None].expand_as(box_height)
+        else:
+            ones = torch.ones_like(corners[..., 0])
+            top_left = back_project(P2_input, corners[..., 0], corners[..., 1], ones)[..., :2]
+            bottom_right = back_project(P2_input, corners[..., 2], corners[..., 3], ones)[..., :2]
+            box_height = corners[..., 3] - corners[..., 1]
+            focal = P2_input[:, 1, 1, None].expand_as(box_height)
+        return top_left, bottom_right, box_height.clamp(min=1.0), focal
+
     def _roi_outputs(
-        self, features: torch.Tensor, boxes: torch.Tensor, cls_ids: torch.Tensor, mask: torch.Tensor | None,
-        P2_input: torch.Tensor
+        self, features: torch.Tensor, boxes: torch.Tensor, cls_ids: torch.Tensor, mask: torch.Tensor | None, meta: dict
     ) -> dict[str, torch.Tensor]:
         """Run the ROI heads on the slots selected by ``mask`` (None: every slot); outputs are
         ``B x K x k`` with zeros elsewhere."""
@@ -199,12 +240,9 @@ class GUPNet(MonoDetector):
         def select(tensor: torch.Tensor) -> torch.Tensor:  # B x K x ... -> n x ...
             return tensor.flatten(0, 1) if mask is None else tensor[mask]
 
-        # Box corners in network-input pixels -> normalised camera coordinates (z = 1).
-        corners = boxes * self.stride
-        ones = torch.ones_like(corners[..., 0])
-        top_left = back_project(P2_input, corners[..., 0], corners[..., 1], ones)[..., :2]
-        bottom_right = back_project(P2_input, corners[..., 2], corners[..., 3], ones)[..., :2]
-        top_left, bottom_right = select(top_left), select(bottom_right)  # n x 2
+        input_hw = (features.shape[2] * self.stride, features.shape[3] * self.stride)
+        top_left, bottom_right, box_height, focal = (select(t) for t in self._roi_camera(boxes, meta, input_hw))
+        top_left, bottom_right = top_left.to(dtype), bottom_right.to(dtype)  # n x 2
 
         batch_index = select(torch.arange(batch, device=device)[:, None].expand(batch, slots))
         rois = torch.cat([batch_index[:, None].to(dtype), select(boxes)], dim=1)
@@ -227,8 +265,6 @@ class GUPNet(MonoDetector):
         size_residual, height_log_variance = size_out[:, :3], size_out[:, 3]
         height_3d = self.mean_size[selected_cls, 0] + size_residual[:, 0]
 
-        box_height = select((boxes[..., 3] - boxes[..., 1]).float() * self.stride).clamp(min=1.0)
-        focal = select(P2_input[:, 1, 1].float()[:, None].expand(batch, slots))
         depth_geometric = height_3d * focal / box_height
         geometric_log_variance = height_log_variance + 2.0 * (torch.log(focal) - torch.log(box_height))
 
@@ -340,16 +376,25 @@ class GUPNet(MonoDetector):
         depth, log_variance = outputs["depth"][..., 0], outputs["depth"][..., 1]
         scores = outputs["roi_scores"] * torch.exp(-torch.exp(0.5 * log_variance))
         boxes = outputs["roi_boxes"].double()
-        corners = feature_to_original(torch.stack([boxes[..., :2], boxes[..., 2:]], dim=2), to_original, self.stride)
-        box_original = torch.cat([corners.amin(dim=2), corners.amax(dim=2)], dim=-1)  # robust to a mirroring map
-        centre_feature = torch.stack([xs, ys], dim=-1) + outputs["offset_3d"]
-        centre_original = feature_to_original(centre_feature.double(), to_original, self.stride)
+        box_corners = torch.stack([boxes[..., :2], boxes[..., 2:]], dim=2)
+        centre_feature = (torch.stack([xs, ys], dim=-1) + outputs["offset_3d"]).double()
         dims = (self.mean_size[cls_ids] + outputs["size_3d"]).double()
-        centre_3d = back_project(P2, centre_original[..., 0], centre_original[..., 1], depth.double())
-        location = centre_3d + torch.stack([torch.zeros_like(dims[..., 0]), dims[..., 0] / 2, torch.zeros_like(dims[..., 0])], dim=-1)
         alpha = wrap_angle(decode_heading(outputs["heading"].double(), self.num_heading_bins))
         alpha = mirror_alpha_if_flipped(alpha, to_original)
-        rotation_y = alpha_to_rotation_y(alpha, ray_angle(centre_3d[..., 0], centre_3d[..., 2]))
+        if self.cfg.compat == "official":  # GUPNet's decode_detections (see _roi_camera)
+            input_hw = (outputs["heatmap"].shape[2] * self.stride, outputs["heatmap"].shape[3] * self.stride)
+            original_size = meta["original_size"].to(to_original)
+            corners = official_input_to_image(box_corners * self.stride, to_original, original_size, input_hw)
+            centre_original = official_input_to_image(centre_feature * self.stride, to_original, original_size, input_hw)
+            centre_3d = official_back_project(P2, centre_original[..., 0], centre_original[..., 1], depth.double())
+            rotation_y = alpha_to_rotation_y(alpha, column_ray_angle(corners[..., 0].mean(dim=2), P2))  # 2D box centre
+        else:
+            corners = feature_to_original(box_corners, to_original, self.stride)
+            centre_original = feature_to_original(centre_feature, to_original, self.stride)
+            centre_3d = back_project(P2, centre_original[..., 0], centre_original[..., 1], depth.double())
+            rotation_y = alpha_to_rotation_y(alpha, ray_angle(centre_3d[..., 0], centre_3d[..., 2]))
+        box_original = torch.cat([corners.amin(dim=2), corners.amax(dim=2)], dim=-1)  # robust to a mirroring map
+        location = centre_3d + torch.stack([torch.zeros_like(dims[..., 0]), dims[..., 0] / 2, torch.zeros_like(dims[..., 0])], dim=-1)
 
         detections = []
         for b in range(indices.shape[0]):
@@ -375,3 +420,64 @@ class GUPNet(MonoDetector):
 
 def build_gupnet(cfg: ModelConfig) -> GUPNet:
     return GUPNet(cfg)
+
+
+def official_gupnet_config(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig) -> ModelConfig:
+    """The model config released GUPNet weights need: the class means stored in them (its
+    ``mean_size`` parameter, official class order) and the official code's ROI / decoding geometry."""
+    mean_size = dict(cfg.mean_size)
+    released = strip_data_parallel(state_dict).get("mean_size")
+    if released is not None:
+        if tuple(released.shape) != (len(OFFICIAL_CLASSES), 3):
+            raise Add3dError(f"a GUPNet checkpoint's mean_size must be {len(OFFICIAL_CLASSES)} x 3, got {tuple(released.shape)}")
+        mean_size.update({name: [float(v) for v in released[i]] for i, name in enumerate(OFFICIAL_CLASSES)})
+    return dataclasses.replace(cfg, mean_size=mean_size, use_mean_size=True, compat="official", pretrained=None)
+
+
+def convert_official_gupnet(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """A SuperMHP/GUPNet state dict (``checkpoint['model_state']`` of its ``GUPNet``) -> this GUPNet's.
+
+    Neck (``feat_up``) renamed, heads moved under ``heads`` / ``roi_heads``, classes reordered from
+    the official (Pedestrian, Car, Cyclist) to ``cfg.classes`` -- the heatmap's outputs and the class
+    one-hot inputs of the ROI heads' first convs -- the backbone's ImageNet classifier dropped, fresh
+    HTL statistics added. Its ``mean_size`` parameter must equal ``cfg``'s class means (ours live
+    in the config, not in the weights). Use the result with ``model.compat: official``.
+    """
+    order = official_class_order(list(cfg.classes))
+    state = strip_data_parallel(state_dict)
+    converted = {}
+    for key, value in state.items():
+        renamed = rename_trunk_key(key, "feat_up.")
+        head = key.split(".", 1)[0]
+        if renamed == "" or key == "mean_size":
+            continue
+        if renamed is not None:
+            converted[renamed] = value
+        elif head in DENSE_OUTPUTS:
+            converted["heads." + key] = value[order] if key.startswith("heatmap.2.") else value
+        elif head in ROI_OUTPUTS:
+            converted["roi_heads." + key] = value
+        else:
+            raise Add3dError(f"unexpected key '{key}' in a GUPNet checkpoint")
+    if "heads.heatmap.0.weight" not in converted:
+        raise Add3dError("not a GUPNet checkpoint: it has no 'heatmap.0.weight'")
+    # The ROI heads see [features, 2 coordinate channels, class one-hot]: reorder the one-hot inputs.
+    feature_channels = converted["heads.heatmap.0.weight"].shape[1]
+    one_hot = feature_channels + 2 + order
+    for head in ROI_OUTPUTS:
+        key = f"roi_heads.{head}.0.weight"
+        if key in converted:
+            weight = converted[key]
+            converted[key] = torch.cat([weight[:, : feature_channels + 2], weight[:, one_hot]], dim=1)
+    if cfg.gupnet.htl:  # a released model carries no HTL statistics: start them fresh
+        fresh = HierarchicalTaskLearning(TASK_PREREQUISITES, window=cfg.gupnet.htl_window).state_dict()
+        converted.update({"task_weighting." + key: value for key, value in fresh.items()})
+    if "mean_size" in state:
+        released = state["mean_size"].double()[order]
+        expected = torch.tensor(cfg.class_mean_sizes(), dtype=torch.float64)
+        if released.shape != expected.shape or not torch.allclose(released, expected, atol=1e-6):
+            raise Add3dError(
+                f"the checkpoint's class mean sizes {released.tolist()} differ from model.mean_size "
+                f"{expected.tolist()} (classes {', '.join(cfg.classes)}); set model.mean_size to the checkpoint's"
+            )
+    return converted

@@ -7,11 +7,13 @@ exp(-log-variance) multiplies the detection score at test time.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Mapping
 
 import torch
 
 from add3d.data.kitti import Object3D
+from add3d.errors import Add3dError
 from add3d.geometry.tensor_geometry import alpha_to_rotation_y, back_project, column_ray_angle, gather_at_indices
 from add3d.models.decode import (
     depth_from_logit,
@@ -19,6 +21,8 @@ from add3d.models.decode import (
     feature_to_original,
     heatmap_scores,
     mirror_alpha_if_flipped,
+    official_back_project,
+    official_input_to_image,
     peak_nms,
     top_k_peaks,
 )
@@ -26,7 +30,7 @@ from add3d.models.detector import MonoDetector, build_trunk
 from add3d.models.heading import decode_heading, encode_heading
 from add3d.models.heads import build_heads
 from add3d.models.losses import dimension_aware_l1, focal_loss, heading_loss, laplacian_uncertainty_loss, masked_l1
-from add3d.models.pretrained import convert_monodle_release
+from add3d.models.official_weights import official_class_order, rename_trunk_key, strip_data_parallel
 
 if TYPE_CHECKING:  # annotation only (models/config.py imports the detector modules)
     from add3d.models.config import ModelConfig
@@ -119,14 +123,24 @@ class MonoDLE(MonoDetector):
         centre = torch.stack([peaks["xs"], peaks["ys"]], dim=-1)  # B x K x 2, feature pixels
         centre_2d = centre + sampled["offset_2d"]
         half_size = sampled["size_2d"] / 2.0
-        corners = feature_to_original(torch.stack([centre_2d - half_size, centre_2d + half_size], dim=2), to_original, self.stride)
+        box_corners = torch.stack([centre_2d - half_size, centre_2d + half_size], dim=2)
+        centre_3d = centre + sampled["offset_3d"]
+        if self.cfg.compat == "official":  # MonoDLE's decode_detections: per-axis size ratio, its back-projection
+            input_hw = (heatmap.shape[2] * self.stride, heatmap.shape[3] * self.stride)
+            original_size = torch.as_tensor(meta["original_size"], dtype=torch.float32, device=device)
+            corners = official_input_to_image(box_corners * self.stride, to_original, original_size, input_hw)
+            centre_3d = official_input_to_image(centre_3d * self.stride, to_original, original_size, input_hw)
+            project_back = official_back_project
+        else:
+            corners = feature_to_original(box_corners, to_original, self.stride)
+            centre_3d = feature_to_original(centre_3d, to_original, self.stride)
+            project_back = back_project
         box2d = torch.cat([corners.amin(dim=2), corners.amax(dim=2)], dim=-1)  # robust to a flipping affine
 
-        centre_3d = feature_to_original(centre + sampled["offset_3d"], to_original, self.stride)
         depth = depth_from_logit(sampled["depth"][..., 0])
         confidence = torch.exp(-sampled["depth"][..., 1])
         dims = (sampled["size_3d"] + self.mean_size[peaks["cls_ids"]]).clamp(min=MIN_DECODED_SIZE)
-        location = back_project(P2, centre_3d[..., 0], centre_3d[..., 1], depth)
+        location = project_back(P2, centre_3d[..., 0], centre_3d[..., 1], depth)
         location[..., 1] += dims[..., 0] / 2.0  # geometric centre -> bottom centre (y points down)
         alpha = decode_heading(sampled["heading"], self.num_heading_bins)
         alpha = mirror_alpha_if_flipped(alpha, to_original)
@@ -142,6 +156,28 @@ def build_monodle(cfg: ModelConfig) -> MonoDLE:
     return MonoDLE(cfg)
 
 
+def official_monodle_config(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig) -> ModelConfig:
+    """The model config released MonoDLE weights need: absolute sizes (``meanshape: False``), the
+    official code's decoding geometry."""
+    return dataclasses.replace(cfg, use_mean_size=False, compat="official", pretrained=None)
+
+
 def convert_official_monodle(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """A released xinzhuma/monodle state dict -> this MonoDLE's (see ``convert_monodle_release``)."""
-    return convert_monodle_release(dict(state_dict), list(cfg.classes))
+    """A released xinzhuma/monodle state dict (``checkpoint['model_state']`` of ``CenterNet3D``) ->
+    this MonoDLE's: neck renamed, heatmap channels reordered from the release's (Pedestrian, Car,
+    Cyclist) to ``cfg.classes``, the backbone's ImageNet classifier dropped. The release regresses
+    absolute 3D sizes (``meanshape: False``), so the weights need ``model.use_mean_size: false``.
+    """
+    order = official_class_order(list(cfg.classes))
+    converted = {}
+    for key, value in strip_data_parallel(state_dict).items():
+        renamed = rename_trunk_key(key, "neck.")
+        if renamed == "":
+            continue
+        if renamed is not None:
+            converted[renamed] = value
+        elif key.split(".", 1)[0] in OBJECT_HEADS + ("heatmap",):
+            converted["heads." + key] = value[order] if key.startswith("heatmap.2.") else value
+        else:
+            raise Add3dError(f"unexpected key '{key}' in a MonoDLE checkpoint")
+    return converted

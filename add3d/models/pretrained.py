@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -138,44 +137,3 @@ def load_backbone_weights(backbone: nn.Module, source: str, name: str | None = N
         state_dict = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     load_widened_state_dict(backbone, state_dict, backbone.first_conv_key)
-
-
-# ----- released MonoDLE checkpoints (xinzhuma/monodle) ------------------------------------------------
-MONODLE_RELEASE_CLASSES = ("Pedestrian", "Car", "Cyclist")  # heatmap channel order of the release
-_MONODLE_NECK_KEY = re.compile(r"^neck\.ida_(\d+)\.(proj|node|up)_(\d+)\.(?:(conv|bn)\.)?(.+)$")
-_NECK_PARTS = {"proj": "projections", "node": "nodes", "up": "upsamplers"}
-
-
-def convert_monodle_release(state_dict: dict[str, torch.Tensor], classes: list[str]) -> dict[str, torch.Tensor]:
-    """Rename a MonoDLE release state dict (``checkpoint['model_state']``) to this package's MonoDLE.
-
-    The release's heatmap channels are (Pedestrian, Car, Cyclist); they are reordered to
-    ``classes``. The release regresses absolute 3D sizes (``meanshape: False``), so the converted
-    weights need ``model.use_mean_size: false``; its backbone classifier ``fc`` is dropped.
-    """
-    unknown = [name for name in classes if name not in MONODLE_RELEASE_CLASSES]
-    if unknown:
-        raise Add3dError(f"the MonoDLE release detects {', '.join(MONODLE_RELEASE_CLASSES)}; not {', '.join(unknown)}")
-    order = torch.tensor([MONODLE_RELEASE_CLASSES.index(name) for name in classes])
-    converted = {}
-    for key, value in state_dict.items():
-        key = key[len("module.") :] if key.startswith("module.") else key
-        if key.startswith("backbone.fc."):
-            continue
-        if key.startswith("backbone."):
-            converted[key] = value
-            continue
-        match = _MONODLE_NECK_KEY.match(key)
-        if match:
-            stage, part, index, layer, rest = match.groups()
-            position = {"conv": "0.", "bn": "1.", None: ""}[layer]
-            converted[f"neck.stages.{stage}.{_NECK_PARTS[part]}.{int(index) - 1}.{position}{rest}"] = value
-            continue
-        head = key.split(".", 1)[0]
-        if head in ("heatmap", "offset_2d", "size_2d", "depth", "offset_3d", "size_3d", "heading"):
-            if key.startswith("heatmap.2."):
-                value = value[order]
-            converted["heads." + key] = value
-            continue
-        raise Add3dError(f"unexpected key '{key}' in a MonoDLE release checkpoint")
-    return converted
