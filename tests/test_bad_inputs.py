@@ -121,7 +121,8 @@ CASES = {
     "pred: not a number": lambda w, t: bad_line(w, t, "Car 0 0 0 10 10 50 50 1.5 1.6 3.9 0 1.6 20 0 high"),
     "pred: 15 fields": lambda w, t: bad_line(w, t, "Car 0 0 0 10 10 50 50 1.5 1.6 3.9 0 1.6 20 0"),
     "pred: 17 fields": lambda w, t: bad_line(w, t, "Car 0 0 0 10 10 50 50 1.5 1.6 3.9 0 1.6 20 0 0.5 1"),
-    "pred: unknown class": lambda w, t: bad_line(w, t, "Lorry 0 0 0 10 10 50 50 1.5 1.6 3.9 0 1.6 20 0 0.5"),
+    "pred: unknown class --strict": lambda w, t: (lambda a: (a[0] + ["--strict"], a[1]))(
+        bad_line(w, t, "Lorry 0 0 0 10 10 50 50 1.5 1.6 3.9 0 1.6 20 0 0.5")),
     "pred: NaN score": lambda w, t: bad_line(w, t, "Car 0 0 0 10 10 50 50 1.5 1.6 3.9 0 1.6 20 0 nan"),
     "pred: negative size": lambda w, t: bad_line(w, t, "Car 0 0 0 10 10 50 50 -1.5 1.6 3.9 0 1.6 20 0 0.5"),
     "pred: inverted box --strict": lambda w, t: (bad_line(w, t, "Car 0 0 0 50 10 10 50 1.5 1.6 3.9 0 1.6 20 0 0.5")[0] + ["--strict"],

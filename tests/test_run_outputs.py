@@ -89,3 +89,15 @@ def test_demo_stage_reuses_resumes_or_retrains(tmp_path, capsys):
     train_stage(load_config(CONFIG, base + ["train.epochs=1"]), fresh=True)  # --fresh: retrained, old kept
     assert load_checkpoint(out / "checkpoint_last.pth")["epoch"] == 1
     assert load_checkpoint(out / "previous_1" / "checkpoint_last.pth")["epoch"] == 2
+
+
+def test_an_override_right_after_a_bare_resume_is_an_override(tmp_path, capsys):
+    root = make_fake_kitti(tmp_path / "data", frames=8, val_frames=3)
+    overrides = [f"data.root={root}", "data.input_size=[64,192]", f"train.out_dir={tmp_path / 'run'}",
+                 "train.batch_size=4", "train.workers=0", "train.device=cpu", "train.eval_every=-1"]
+    assert main(["train", str(CONFIG), *overrides, "train.epochs=1", "--quiet"]) == 0
+    assert main(["train", str(CONFIG), *overrides, "--quiet", "--resume", "train.epochs=2"]) == 0
+    from add3d.engine.checkpoints import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pth")["epoch"] == 2
+    assert "done: 2 epochs, 4 steps" in capsys.readouterr().out

@@ -37,6 +37,10 @@ def summary_line(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.resume not in (None, "last") and "=" in args.resume and not Path(args.resume).exists():
+        # `--resume key=value`: the option takes an optional value, so an override written right
+        # after it lands here; overrides may come anywhere, so it is one.
+        args.overrides, args.resume = [*args.overrides, args.resume], "last"
     cfg = config.load_config(args.config, args.overrides)
     resume = args.resume
     if resume == "last":

@@ -102,6 +102,8 @@ def _prediction_line(text: str, strict: bool = False) -> str:
       absorbs them, both being unit squares at -1000).
     * inverted 2D boxes (x2 < x1 or y2 < y1), unless ``strict``: the devkit takes the height as
       |y1 - y2| and gets a 2D overlap of 0; BEV/3D are scored normally (docs/EVALUATION.md).
+    * class names KITTI does not have (e.g. ``Bus``), unless ``strict``: the devkit reads them as
+      detections of another class (never matched; ignored when below the height limit).
     Only the validation sees the neutralised line; the values as written are evaluated.
     Non-numeric fields are left alone so that parse_label_line names them.
     """
@@ -116,10 +118,27 @@ def _prediction_line(text: str, strict: bool = False) -> str:
         fields[1:3] = ["0", "0"]
     if numbers[10:13] == [INVALID_COORDINATE] * 3:  # only for validation; the values are kept
         fields[8:11] = [value if float(value) >= 0 else "0" for value in fields[8:11]]
+    if not strict and fields[0] not in KITTI_CLASSES and not _is_number(fields[0]):
+        fields[0] = "Misc"
     if not strict and all(np.isfinite(numbers[3:7])):
         x1, y1, x2, y2 = numbers[3:7]
         fields[4:8] = [repr(min(x1, x2)), repr(min(y1, y2)), repr(max(x1, x2)), repr(max(y1, y2))]
     return " ".join(fields)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _unknown_class(names: np.ndarray) -> np.ndarray:
+    """Rows whose class field is a name KITTI does not have (a number there is a broken layout)."""
+    unknown = ~np.isin(names, KITTI_CLASSES)
+    unknown[unknown] = [not _is_number(name) for name in names[unknown]]
+    return unknown
 
 
 def parse_strict(text: str, path: Path, line_no: int, prediction: bool, strict: bool = False) -> Object3D:
@@ -143,7 +162,8 @@ def _inverted(numbers: np.ndarray) -> np.ndarray:
 
 def _line_ok(names: np.ndarray, numbers: np.ndarray, prediction: bool, strict: bool = False) -> np.ndarray:
     """Vectorised version of parse_label_line's checks; False rows are re-parsed to raise its error."""
-    ok = np.isin(names, KITTI_CLASSES) & np.isfinite(numbers[:, :14]).all(axis=1)
+    known = np.isin(names, KITTI_CLASSES)
+    ok = (known | (prediction and not strict)) & np.isfinite(numbers[:, :14]).all(axis=1)
     box_ok = (numbers[:, 7:10] >= 0).all(axis=1)
     if not prediction or strict:
         box_ok &= ~_inverted(numbers)
@@ -230,7 +250,7 @@ def read_label_dir(directory: str | Path, ids: list[str], prediction: bool, stri
     table = np.array(tokens, dtype=object).reshape(-1, expected)
     file_of_row = np.repeat(np.arange(len(files)), rows_per_file)
     names = table[:, 0]
-    misplaced = np.flatnonzero(~np.isin(names, KITTI_CLASSES))
+    misplaced = np.flatnonzero(~np.isin(names, KITTI_CLASSES) & ~(_unknown_class(names) & (prediction and not strict)))
     if len(misplaced):
         _strict_rows(*files[file_of_row[misplaced[0]]], prediction)  # raises (unknown class or bad layout)
     try:
@@ -251,17 +271,35 @@ def read_label_dir(directory: str | Path, ids: list[str], prediction: bool, stri
         _strict_rows(*files[file_index], prediction, strict)
     if prediction:
         numbers[:, 0:2] = 0.0  # unused by the evaluation (see _prediction_line)
-        inverted = np.flatnonzero(_inverted(numbers) & (names != "DontCare"))
-        if len(inverted):
-            path, text = files[file_of_row[inverted[0]]]
-            line_no = _first_line(text, lambda f: f[0] != "DontCare" and (float(f[6]) < float(f[4]) or float(f[7]) < float(f[5])))
-            warnings.warn(InputWarning(
-                f"{directory}: {len(inverted)} detections in {len(np.unique(file_of_row[inverted]))} files have an "
-                f"inverted 2D box (x2 < x1 or y2 < y1; first {path}:{line_no}); scored as the official devkit does: "
-                "height |y1 - y2|, 2D overlap 0, BEV/3D as usual (--strict makes this an error)"
-            ), stacklevel=2)
+        _warn_oddities(directory, names, numbers, files, file_of_row)
     frame = np.repeat(np.array(frame_of_file, dtype=np.int64), rows_per_file)
     return LabelArrays.from_rows(len(ids), frame, list(names), numbers)
+
+
+def _warn_oddities(directory: Path, names: np.ndarray, numbers: np.ndarray, files: list[tuple[str, str]],
+                   file_of_row: np.ndarray) -> None:
+    """One :class:`InputWarning` counting the result lines the devkit reads but that are odd."""
+    oddities = []
+    inverted = np.flatnonzero(_inverted(numbers) & (names != "DontCare"))
+    if len(inverted):
+        path, text = files[file_of_row[inverted[0]]]
+        line_no = _first_line(text, lambda f: f[0] != "DontCare" and (float(f[6]) < float(f[4]) or float(f[7]) < float(f[5])))
+        oddities.append(
+            f"{len(inverted)} detections in {len(np.unique(file_of_row[inverted]))} files have an inverted 2D box "
+            f"(x2 < x1 or y2 < y1; first {path}:{line_no}), scored as the official devkit does: height |y1 - y2|, "
+            "2D overlap 0, BEV/3D as usual"
+        )
+    unknown = np.flatnonzero(_unknown_class(names))
+    if len(unknown):
+        path, text = files[file_of_row[unknown[0]]]
+        line_no = _first_line(text, lambda f: f[0] not in KITTI_CLASSES)
+        kinds = ", ".join(sorted(set(names[unknown])))
+        oddities.append(
+            f"{len(unknown)} detections of classes KITTI does not have ({kinds}; first {path}:{line_no}), read as "
+            "the devkit does: another class, never matched"
+        )
+    if oddities:
+        warnings.warn(InputWarning(f"{directory}: " + "; ".join(oddities) + " (--strict makes these errors)"), stacklevel=3)
 
 
 def list_frame_ids(label_dir: str | Path, ids_file: str | Path | None = None) -> list[str]:
