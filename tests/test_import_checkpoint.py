@@ -175,6 +175,8 @@ def test_monoflex_release_imports_and_predicts_identically(tmp_path):
     torch.save({"model": official_monoflex_state(reference.state_dict(), OURS)}, source)
     assert main(["import-checkpoint", "--detector", "monoflex", str(source), str(output), *TINY,
                  "model.deformable_neck=true"]) == 0
+    # Released MonoFlex weights decode with the official geometry (one model.compat switch for all).
+    assert torch.load(output, map_location="cpu", weights_only=True)["config"]["model"]["compat"] == "official"
     imported = load_detector(predict_config(output, None, []), output, torch.device("cpu"))
     image, meta = make_image(1, seed=2), make_meta(1)
     with torch.no_grad():

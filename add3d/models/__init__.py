@@ -19,7 +19,7 @@ from add3d.models.config import ModelConfig
 from add3d.models.detector import MonoDetector
 from add3d.models.gupnet import build_gupnet, convert_official_gupnet, official_gupnet_config
 from add3d.models.monodle import build_monodle, convert_official_monodle, official_monodle_config
-from add3d.models.monoflex import build_monoflex, convert_official_monoflex
+from add3d.models.monoflex import build_monoflex, convert_official_monoflex, official_monoflex_config
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ DETECTORS: dict[str, DetectorEntry] = {
                              official_config=official_monodle_config),
     "gupnet": DetectorEntry(build=build_gupnet, convert_official=convert_official_gupnet,
                             official_config=official_gupnet_config),
-    "monoflex": DetectorEntry(build=build_monoflex, convert_official=convert_official_monoflex),
+    "monoflex": DetectorEntry(build=build_monoflex, convert_official=convert_official_monoflex,
+                              official_config=official_monoflex_config),
 }
 
 

@@ -21,7 +21,9 @@ the batch meta they are given. Depth targets are ``targets["location"][..., 2]``
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -45,6 +47,7 @@ from add3d.models.decode import (
     feature_to_original,
     heatmap_scores,
     mirror_alpha_if_flipped,
+    official_back_project,
     peak_nms,
     top_k_peaks,
 )
@@ -89,10 +92,6 @@ class MonoFlexOptions:
     # 0.01, 1) (MonoFlex); "exp": exp(-sigma), which still ranks detections when every sigma >= 1 m
     # (short CPU runs, where MonoFlex's formula gives them all score 0).
     confidence: str = "monoflex"
-    # "exact": back-project the 3D centre through the full P2 (add3d's geometry). "official": as
-    # zhangyp15/MonoFlex decodes, x = (u - cu) z / fu - P2[0,3] / fu (P2[2,3] ignored, up to 5 mm on
-    # KITTI); for its released weights (`add3d import-checkpoint --detector monoflex` sets it).
-    compat: str = "exact"
     # MonoFlex reads these (not model.loss_weights, whose defaults are MonoDLE's).
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(MONOFLEX_LOSS_WEIGHTS))
 
@@ -163,8 +162,6 @@ class MonoFlex(MonoDetector):
             raise Add3dError("MonoFlex regresses sizes as ratios to model.mean_size: every class needs positive (h, w, l) and model.use_mean_size: true")
         if options.confidence not in ("monoflex", "exp"):
             raise Add3dError(f"model.monoflex.confidence must be 'monoflex' or 'exp', got '{options.confidence}'")
-        if options.compat not in ("exact", "official"):
-            raise Add3dError(f"model.monoflex.compat must be 'exact' or 'official', got '{options.compat}'")
         if options.orientation_bins < 2:
             raise Add3dError(f"model.monoflex.orientation_bins must be >= 2, got {options.orientation_bins}")
         self.options = options
@@ -396,7 +393,8 @@ class MonoFlex(MonoDetector):
 
         centre_original = feature_to_original(centre + preds["offset_3d"].double(), to_original, self.stride)
         dims = preds["size_3d"].double()
-        unproject = back_project_official if self.options.compat == "official" else back_project
+        # model.compat official: zhangyp15/MonoFlex's back-projection, which ignores P2[2,3] (<= 5 mm on KITTI).
+        unproject = official_back_project if self.cfg.compat == "official" else back_project
         centre_3d = unproject(P2, centre_original[..., 0], centre_original[..., 1], preds["depth"].double())
         location = centre_3d.clone()
         location[..., 1] += dims[..., 0] / 2
@@ -412,18 +410,13 @@ class MonoFlex(MonoDetector):
                                      rotation_y, scores)
 
 
-def back_project_official(P2: torch.Tensor, u: torch.Tensor, v: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
-    """zhangyp15/MonoFlex's ``project_image_to_rect``: ``x = (u - cu) z / fu - P2[0,3] / fu`` (and y
-    alike), which ignores P2's third-row offset; :func:`add3d.geometry.tensor_geometry.back_project` is exact."""
-    P2 = P2.to(depth.dtype)[:, None]
-    fu, fv, cu, cv = P2[..., 0, 0], P2[..., 1, 1], P2[..., 0, 2], P2[..., 1, 2]
-    x = (u - cu) * depth / fu - P2[..., 0, 3] / fu
-    y = (v - cv) * depth / fv - P2[..., 1, 3] / fv
-    return torch.stack([x, y, depth], dim=-1)
-
-
 def build_monoflex(cfg: ModelConfig) -> MonoFlex:
     return MonoFlex(cfg)
+
+
+def official_monoflex_config(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig) -> ModelConfig:
+    """The model config released MonoFlex weights need: the official code's decoding geometry."""
+    return dataclasses.replace(cfg, compat="official", pretrained=None)
 
 
 # ----- official checkpoints ---------------------------------------------------------------------------
