@@ -151,6 +151,24 @@ def tiny_config_overrides(root: Path, out_dir: Path) -> list[str]:
     ]
 
 
+SYNTHETIC_MONODLE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "monodle" / "synthetic.yaml"
+
+
+def train_one_epoch_run(base: Path, *extra: str) -> tuple[Path, Path, list[str]]:
+    """A fake KITTI root and a 1-epoch MonoDLE run on it through ``add3d train``.
+
+    Returns (root, run folder, the overrides used), so that tests can call eval/predict alike.
+    """
+    from add3d.cli import main as cli_main
+
+    root = make_fake_kitti(base / "data", frames=8, val_frames=3)
+    run = base / "run"
+    overrides = [f"data.root={root}", "data.input_size=[64,192]", f"train.out_dir={run}", "train.epochs=1",
+                 "train.batch_size=4", "train.workers=0", "train.device=cpu", *extra]
+    assert cli_main(["train", str(SYNTHETIC_MONODLE_CONFIG), *overrides, "--quiet"]) == 0
+    return root, run, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     from add3d.engine.config import load_config
     from add3d.engine.distributed import shutdown_distributed

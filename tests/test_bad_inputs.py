@@ -11,20 +11,15 @@ import torch
 
 from add3d.cli import main
 from add3d.data.kitti import write_label
-from engine_helpers import make_fake_kitti
+from engine_helpers import train_one_epoch_run, SYNTHETIC_MONODLE_CONFIG as CONFIG
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "monodle" / "synthetic.yaml"
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A fake KITTI root, a trained checkpoint, a prediction folder and the overrides that made them."""
     base = tmp_path_factory.mktemp("bad_inputs")
-    root = make_fake_kitti(base / "data", frames=8, val_frames=3)
-    run = base / "run"
-    overrides = [f"data.root={root}", "data.input_size=[64,192]", f"train.out_dir={run}", "train.epochs=1",
-                 "train.batch_size=4", "train.workers=0", "train.device=cpu", "train.eval_every=-1"]
-    assert main(["train", str(CONFIG), *overrides, "--quiet"]) == 0
+    root, run, overrides = train_one_epoch_run(base, "train.eval_every=-1")
     predictions = base / "pred"
     predictions.mkdir()
     for frame_id in ("000008", "000009", "000010"):

@@ -12,21 +12,14 @@ import pytest
 
 from add3d.cli import main
 from add3d.data.kitti import read_label
-from engine_helpers import fake_calibration, make_fake_kitti
+from engine_helpers import fake_calibration, train_one_epoch_run, SYNTHETIC_MONODLE_CONFIG as CONFIG
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "monodle" / "synthetic.yaml"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("commands")
-    root = make_fake_kitti(base / "data", frames=8, val_frames=3)
-    out = base / "run"
-    overrides = [f"data.root={root}", "data.input_size=[64,192]", f"train.out_dir={out}", "train.epochs=1",
-                 "train.batch_size=4", "train.workers=0", "train.device=cpu", "train.checkpoint_every_steps=0",
-                 "model.score_threshold=0.0"]
-    assert main(["train", str(CONFIG), *overrides]) == 0
-    return root, out, overrides
+    return train_one_epoch_run(base, "train.checkpoint_every_steps=0", "model.score_threshold=0.0")
 
 
 def test_train_writes_checkpoints_and_validation_metrics(trained):
