@@ -239,9 +239,11 @@ def measure_losses(model, loader, device, dtype: torch.dtype | None) -> None:
     detector records in its ``loss`` (GUPNet's HTL seeds its first window with the untrained
     losses, as its code's ``compute_e0_loss``; batch-norm statistics update as there)."""
     model.train()
-    for batch in loader:
-        with autocast(device, dtype):
-            model(batch_to_device(batch, device))
+    # no_grad: no autograd graph for a pass that never steps (and DDP then expects no reduction).
+    with torch.no_grad():
+        for batch in loader:
+            with autocast(device, dtype):
+                model(batch_to_device(batch, device))
 
 
 def validate(detector, loader, dataset: MonoDataset, ground_truth: dict, device, cfg: Config,
