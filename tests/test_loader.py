@@ -3,6 +3,11 @@ and the LiDAR depth map's fast path against the straightforward projection."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -61,15 +66,48 @@ def test_persistent_workers_draw_each_epochs_augmentation(tmp_path):
     assert not all(torch.equal(seen[0], other) for other in seen[1:])  # epochs differ somewhere
 
 
-def test_in_process_loading_caps_this_process_blas_only():
+FORK_AFTER_OPENCV = """
+import cv2, numpy as np, torch
+from add3d.data.loader import build_loader
+
+class Warps(torch.utils.data.Dataset):
+    epoch = 0
+    def __len__(self):
+        return 2
+    def __getitem__(self, index):
+        warped = cv2.warpAffine(np.zeros((94, 310, 3), np.uint8), np.float64([[1.03, 0, 1], [0, 1.03, 2]]), (320, 96))
+        return {"image": torch.from_numpy(warped), "meta": {"frame_id": str(index)}}
+
+for trial in range(30):
+    loader = build_loader(Warps(), batch_size=2, workers=1)
+    for _ in range(20):
+        Warps()[0]  # this process warps right before its worker forks (as with the balance batches)
+    assert sum(1 for _ in loader) == 1
+print("done")
+"""
+
+
+def test_workers_forked_right_after_this_process_used_opencv_do_not_hang():
+    # Before the fix a forked worker hung in cv2.setNumThreads (at the 5th and the 19th fork in two tries, never in 50 forks since;
+    # a fork takes ~0.2 s on a quiet core): a subprocess with a timeout tells.
+    result = subprocess.run([sys.executable, "-c", FORK_AFTER_OPENCV], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "done"
+
+
+def test_building_a_loader_caps_this_process_blas_and_opencv_only():
     torch_threads, opencv_threads = torch.get_num_threads(), cv2.getNumThreads()
     with threadpool_limits(limits=None):  # restores this process's pools afterwards
         try:
             threadpool_limits(limits=2, user_api="blas")
             cv2.setNumThreads(2)
-            build_loader(ThreadReport(), batch_size=1, workers=0)
-            blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-            assert all(threads == 1 for threads in blas) and cv2.getNumThreads() == 1
+            for workers in (0, 1):
+                threadpool_limits(limits=2, user_api="blas")
+                cv2.setNumThreads(2)
+                build_loader(ThreadReport(), batch_size=1, workers=workers)
+                blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+                assert all(threads == 1 for threads in blas) and cv2.getNumThreads() == 1
             assert torch.get_num_threads() == torch_threads  # train.threads stays the trainer's business
         finally:
             cv2.setNumThreads(opencv_threads)

@@ -10,7 +10,7 @@ from add3d.data.config import DataConfig
 from add3d.data.depth_maps import fill_sparse_depth
 from add3d.data.kitti import Object3D
 from add3d.data.mono_dataset import encode_sample, sample_generator
-from add3d.data.transforms import AugmentationParams, sample_augmentation
+from add3d.data.transforms import AugmentationParams, camera_centre, sample_augmentation
 from add3d.errors import Add3dError
 from add3d.geometry.calib import Calibration
 
@@ -60,6 +60,25 @@ def test_depth_jitter_scales_depth_input_and_target_but_not_the_image():
     assert np.allclose(jittered["targets"]["size_3d"].numpy(), plain["targets"]["size_3d"].numpy())
 
 
+def test_scene_jitter_scales_depth_location_and_size_about_the_camera_and_keeps_every_projection():
+    plain = encoded(AugmentationParams(), depth_jitter_scope="scene")
+    jittered = encoded(AugmentationParams(depth_gain=1.15), depth_jitter_scope="scene")
+    assert np.array_equal(plain["image"].numpy(), jittered["image"].numpy())
+    assert np.allclose(jittered["depth"].numpy(), 1.15 * plain["depth"].numpy())
+    assert np.allclose(jittered["targets"]["size_3d"].numpy(), 1.15 * plain["targets"]["size_3d"].numpy())
+    centre = camera_centre(P2)
+    assert -0.07 < centre[0] < -0.05  # KITTI's camera 2 sits ~6 cm beside the rect origin
+    location = jittered["targets"]["location"][0].numpy().astype(np.float64)
+    assert np.allclose(location, centre + 1.15 * (plain["targets"]["location"][0].numpy() - centre), atol=1e-4)
+    assert float(jittered["targets"]["depth"][0]) == pytest.approx(location[2], abs=1e-4)
+    for key in ("heatmap", "indices", "offset_2d", "size_2d", "offset_3d", "alpha", "keypoints"):
+        assert np.allclose(jittered["targets"][key].numpy(), plain["targets"][key].numpy(), atol=1e-4), key
+    # Uniform scaling about the camera centre moves points along their rays: same pixels.
+    calib, corners = Calibration.from_P2(P2), np.random.default_rng(0).normal(size=(20, 3)) * 3 + [0, 1, 20]
+    scaled = centre + 1.15 * (corners - centre)
+    assert np.allclose(calib.rect_to_image(scaled)[0], calib.rect_to_image(corners)[0], atol=1e-9)
+
+
 def test_depth_jitter_is_seeded_bounded_and_leaves_the_other_draws_alone():
     gains = []
     for index in range(200):
@@ -106,4 +125,6 @@ def test_jitter_is_only_for_depth_teachers():
         load_config(None, ["data.depth_jitter=0.2"])
     with pytest.raises(Add3dError, match="depth_fill"):
         load_config(None, ["data.depth_fill=2"])
+    with pytest.raises(Add3dError, match="depth_jitter_scope"):
+        load_config(None, ["data.depth_jitter_scope=everything"])
     load_config(None, ["data.depth_jitter=0.2", "model.in_channels=5", "data.depth_source=lidar"])

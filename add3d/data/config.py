@@ -13,6 +13,7 @@ DEPTH_SOURCES = ("lidar", "object", "dense")
 
 
 PEAK_ROUNDINGS = ("floor", "round")
+DEPTH_JITTER_SCOPES = ("depth", "scene")
 
 
 @dataclass
@@ -61,6 +62,12 @@ class DataConfig:
     # Why: with the image unchanged, only the depth input tells the teacher the true scale, which
     # stops it from reading depth off the image (without it the sensitivity plateaued near 0.7).
     depth_jitter: float = 0.0
+    # What the jitter scales besides the input depth: "depth" = the depth target only (MonoDLE, whose
+    # depth head is separate from its size head; measured, docs/ADD.md); "scene" = the whole labelled
+    # scene about the camera centre (depth, location and 3D size; the image is still exact), for
+    # detectors whose depth comes from 3D/2D heights (GUPNet, MonoFlex) and whose depth target is the
+    # location's z.
+    depth_jitter_scope: str = "depth"
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -92,5 +99,7 @@ class DataConfig:
             raise Add3dError(f"data.depth_fill must be an odd size >= 1 (1 = no fill), got {self.depth_fill}")
         if not 0.0 <= self.depth_jitter < 1.0:
             raise Add3dError(f"data.depth_jitter is a log-range in [0, 1), got {self.depth_jitter}")
+        if self.depth_jitter_scope not in DEPTH_JITTER_SCOPES:
+            raise Add3dError(f"data.depth_jitter_scope must be one of {', '.join(DEPTH_JITTER_SCOPES)}; got '{self.depth_jitter_scope}'")
         if self.depth_source == "dense" and not self.depth_dir:
             raise Add3dError("data.depth_source 'dense' needs data.depth_dir (a folder of 16-bit depth PNGs)")

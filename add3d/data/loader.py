@@ -4,9 +4,12 @@ Native thread pools: numpy's OpenBLAS and OpenCV each start one thread per core 
 The per-sample work (4x4 projections of ~100k LiDAR points, one warp per map) is far too small to
 share, so N loader workers x (one thread per core) mostly spin and contend: on a busy 2-core
 machine a KITTI LiDAR depth map took 68 ms of CPU with two BLAS threads and 7 ms with one. Every worker
-therefore caps BLAS and OpenCV to ``DATA_THREADS``; with ``workers=0`` the samples are computed in
-the training process, whose BLAS / OpenCV pools are capped the same way (torch's own intra-op
-threads, ``train.threads``, are not touched: torch's MKL and OpenMP are separate libraries).
+therefore caps BLAS and OpenCV to ``DATA_THREADS``. The process that builds a loader is capped the
+same way, whatever ``workers`` is: it computes samples itself with ``workers=0`` and at times beside
+its workers (``distill.balance: auto``'s batches), and a worker forked from a process whose OpenCV
+pool had started hung for ever in ``cv2.setNumThreads`` (it waits for pool threads that do not exist
+in the child). torch's own intra-op threads (``train.threads``) are not touched: torch's MKL and
+OpenMP are separate libraries.
 
 Persistent workers keep their copy of the dataset for the whole run, so the epoch whose
 augmentation a sample draws travels with its index (:class:`EpochIndexSampler`) instead of through
@@ -38,8 +41,13 @@ def limit_data_threads(threads: int = DATA_THREADS) -> None:
 
 
 def init_worker(worker_id: int) -> None:
-    """``worker_init_fn``: one BLAS / OpenCV thread per loader worker (torch already uses one)."""
-    limit_data_threads()
+    """``worker_init_fn``: one BLAS / OpenCV thread per loader worker (torch already uses one).
+
+    OpenCV is left alone when the parent already capped it (``build_loader`` does): a forked copy of
+    a started OpenCV pool must not be resized."""
+    threadpool_limits(limits=DATA_THREADS, user_api="blas")
+    if cv2.getNumThreads() != DATA_THREADS:
+        cv2.setNumThreads(DATA_THREADS)
 
 
 class EpochIndexSampler(Sampler):
@@ -95,8 +103,7 @@ def build_loader(
     With a sampler (training) incomplete last batches are dropped. Workers persist across epochs;
     batches are pinned when CUDA is available so host-to-device copies can overlap compute.
     """
-    if workers == 0:
-        limit_data_threads()
+    limit_data_threads()
     drop_last = sampler is not None
     sampler = EpochIndexSampler(sampler if sampler is not None else SequentialSampler(dataset), dataset)
     return Add3dDataLoader(

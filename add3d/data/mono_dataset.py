@@ -19,7 +19,7 @@ from add3d.data.dataset import KittiDataset
 from add3d.data.depth_maps import fill_sparse_depth, lidar_depth_map, object_depth_map
 from add3d.data.kitti import Object3D
 from add3d.data.targets import TargetOptions, build_targets
-from add3d.data.transforms import AugmentationParams, augment_frame, sample_augmentation
+from add3d.data.transforms import AugmentationParams, augment_frame, sample_augmentation, scale_scene
 from add3d.errors import Add3dError
 from add3d.geometry.calib import Calibration
 
@@ -105,20 +105,25 @@ def encode_sample(
     maps = {} if depth is None else {"depth": depth.astype(np.float32)}
     chosen = select_objects(objects, cfg, classes) if objects is not None else []
     warped = augment_frame(image, calib, chosen, (width, height), params, maps)
-    depth_factor = params.crop_scale if (params.crop and cfg.scale_depth_on_crop) else 1.0
-    depth_factor *= params.depth_gain  # the same factor for the input depth map and the depth target
+    crop_factor = params.crop_scale if (params.crop and cfg.scale_depth_on_crop) else 1.0
+    target_objects, target_depth_factor = warped.objects, crop_factor * params.depth_gain
+    if params.depth_gain != 1.0 and cfg.depth_jitter_scope == "scene":
+        # Depth, location and 3D size scale together; the depth target is then the scaled location's z.
+        target_objects = scale_scene(warped.objects, warped.calib.P2, params.depth_gain)
+        target_depth_factor = crop_factor
     sample: dict = {"image": normalize_image(warped.image)}
     if depth is not None:
-        input_depth = warped.maps["depth"] * np.float32(depth_factor)
+        # The input depth and the depth target get the same factor (the jitter's gain, the crop's scale).
+        input_depth = warped.maps["depth"] * np.float32(crop_factor * params.depth_gain)
         sample["depth"] = torch.from_numpy(input_depth[None].copy())
         sample["depth_valid"] = torch.from_numpy((input_depth[None] > 0).astype(np.float32))
     if objects is not None:
         targets = build_targets(
-            warped.objects,
+            target_objects,
             warped.calib.P2,
             (height, width),
             target_options(cfg, classes, stride),
-            depth_factor=depth_factor,
+            depth_factor=target_depth_factor,
             enable_3d=not (params.crop and cfg.mask_3d_on_crop),
         )
         sample["targets"] = {key: torch.from_numpy(value) for key, value in targets.items()}

@@ -127,6 +127,31 @@ def original_to_input_matrix(
     return warp
 
 
+def camera_centre(P2: np.ndarray) -> np.ndarray:
+    """The optical centre of the 3x4 projection ``P2`` in rect coordinates (the point it maps to 0).
+
+    Not the rect origin: KITTI's camera 2 sits ~6 cm beside it (``P2[:, 3]`` holds the offset)."""
+    P2 = np.asarray(P2, dtype=np.float64)
+    return -np.linalg.solve(P2[:, :3], P2[:, 3])
+
+
+def scale_scene(objects: list[Object3D], P2: np.ndarray, gain: float) -> list[Object3D]:
+    """The labels of the scene scaled by ``gain`` about the camera centre.
+
+    Every 3D point moves along its own ray, so it projects to the same pixel: the image, the 2D
+    boxes and the angles stay as they are, while locations, depths and 3D sizes are ``gain`` times
+    larger. The teacher's scene-wide depth jitter (``data.depth_jitter_scope: scene``) uses this so
+    that depth and 3D size stay consistent for detectors whose depth comes from heights (GUPNet's
+    f * H / h, MonoFlex's keypoint depths).
+    """
+    centre = camera_centre(P2)
+    scaled = [copy.deepcopy(o) for o in objects]
+    for obj in scaled:
+        obj.location = centre + gain * (np.asarray(obj.location, dtype=np.float64) - centre)
+        obj.dims = np.asarray(obj.dims, dtype=np.float64) * gain
+    return scaled
+
+
 def flip_object(obj: Object3D, image_width: float) -> Object3D:
     """The label of ``obj`` seen in the horizontally flipped image (calibration ``calib.flipped``)."""
     flipped = copy.deepcopy(obj)
