@@ -88,8 +88,9 @@ print("done")
 
 
 def test_workers_forked_right_after_this_process_used_opencv_do_not_hang():
-    # Before the fix a forked worker hung in cv2.setNumThreads (at the 5th and the 19th fork in two tries, never in 50 forks since;
-    # a fork takes ~0.2 s on a quiet core): a subprocess with a timeout tells.
+    # Before the fix a forked worker hung in cv2.setNumThreads (at the 5th and the 19th fork in two
+    # tries, never in 50 forks since; a fork takes ~0.2 s on a quiet core): a subprocess with a
+    # timeout tells.
     result = subprocess.run([sys.executable, "-c", FORK_AFTER_OPENCV], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert result.returncode == 0, result.stderr[-2000:]
