@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (data, runs, report)")
     parser.add_argument("--quick", action="store_true", help="tiny budget smoke check (~3 minutes)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2, help="processes for data generation")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes for data generation; with 2 or more the baseline and the teacher train side by side")
     parser.add_argument("--fresh", action="store_true",
                         help="retrain every model (default: a rerun reuses finished trainings in --out)")
 

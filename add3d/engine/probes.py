@@ -117,5 +117,7 @@ def format_probes(report: dict) -> str:
             f"median {report['depth_median_m']:.2f} m, within 1 m {report['within_1m']:.0%}, "
             f"median relative {report['depth_median_rel']:.3f}")
     if "sensitivity" in report:
-        text += f"; sensitivity to depth x1.2 {report['sensitivity']:.2f}; MAE with depth zeroed {report['zeroed_depth_mae_m']:.2f} m"
+        zeroed = (f"MAE with depth zeroed {report['zeroed_depth_mae_m']:.2f} m" if report.get("zeroed_matched", 1)
+                  else "with depth zeroed no car is matched")
+        text += f"; sensitivity to depth x1.2 {report['sensitivity']:.2f}; {zeroed}"
     return text
