@@ -4,7 +4,9 @@ AP3D at a CPU budget is a noisy, thresholded metric (a box counts only above 0.5
 script measures what depth distillation should improve directly, on the validation split without
 augmentation, at the ground-truth object centres (`targets["indices"]`, `mask_3d`):
 - depth: mean absolute error and mean relative error of the predicted depth (metres);
-- heatmap: mean sigmoid score at the GT centres (how confidently objects are found).
+- heatmap: mean sigmoid score at the GT centres (how confidently objects are found);
+- cars: the median depth error (metres and relative) and the share within 1 m over all labelled cars,
+  the same set for every run (the probes below each use their own matched detections).
 (MonoDLE runs only: they read MonoDLE's depth head.)
 For every run, any detector: the depth probes of add3d/engine/probes.py on matched Car detections
 (depth MAE / median / share within 1 m; for RGB+depth models also the sensitivity to depth x1.2 and
@@ -61,6 +63,8 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
     _, detector, dataset, _ = load_run(run, max_frames, scratch)
     loader = build_loader(dataset, 8, 0)
     abs_error, rel_error, scores, count = 0.0, 0.0, 0.0, 0
+    car_errors, car_relative = [], []  # per Car object, for the medians
+    car_id = list(dataset.classes).index("Car") if "Car" in dataset.classes else -1
     for batch in tqdm(loader, desc=run.name, leave=False):
         targets = batch["targets"]
         outputs = detector(detector_input(batch, detector.input_spec), None, meta=batch["meta"])
@@ -68,6 +72,9 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
         depth = depth_from_logit(gather_at_indices(outputs["depth"], targets["indices"])[..., 0])
         truth = targets["depth"][..., 0]
         abs_error += (depth - truth).abs()[mask].sum().item()
+        cars = mask & (targets["cls_ids"] == car_id)
+        car_errors.append((depth - truth).abs()[cars])
+        car_relative.append(((depth - truth).abs() / truth.clamp(min=1e-3))[cars])
         rel_error += ((depth - truth).abs() / truth.clamp(min=1e-3))[mask].sum().item()
         heat = torch.sigmoid(outputs["heatmap"]).flatten(2)  # B x C x hw
         index = targets["indices"].unsqueeze(1).expand(-1, heat.shape[1], -1)
@@ -76,11 +83,17 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
         scores += own_class[targets["mask_2d"] > 0].sum().item()
         count += int(mask.sum())
     objects_2d = max(count, 1)
+    car_errors, car_relative = torch.cat(car_errors), torch.cat(car_relative)
     return {
         "objects": count,
         "depth_mae_m": round(abs_error / objects_2d, 3),
         "depth_rel_error": round(rel_error / objects_2d, 4),
         "centre_score": round(scores / objects_2d, 4),
+        # The same cars for every run (all labelled cars at their centres), unlike the probes' matched cars.
+        "cars": len(car_errors),
+        "car_depth_median_m": round(float(car_errors.median()), 3) if len(car_errors) else float("nan"),
+        "car_depth_median_rel": round(float(car_relative.median()), 4) if len(car_relative) else float("nan"),
+        "car_within_1m": round(float((car_errors < 1.0).float().mean()), 3) if len(car_errors) else float("nan"),
     }
 
 
