@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from add3d.engine.config import config_from_dict, config_to_dict, load_config, parse_override
 from add3d.engine.optim import lr_factor
@@ -145,3 +146,16 @@ def test_configs_stored_by_older_checkpoints_still_load():
     assert not hasattr(cfg.model, "max_objects") and not hasattr(cfg.data, "classes")
     with pytest.raises(Add3dError, match="max_objects"):
         load_config(None, ["model.max_objects=50"])
+
+
+def test_run_folder_configs_written_before_the_class_list_change_load_with_a_warning(tmp_path, capsys):
+    stored = config_to_dict(load_config(None))
+    stored["model"]["num_classes"] = 3
+    stored["data"]["classes"] = ["Car", "Pedestrian", "Cyclist"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(stored))
+    cfg = load_config(path)
+    assert cfg.model.classes == ["Car", "Pedestrian", "Cyclist"]
+    warning = capsys.readouterr().err.strip()
+    assert warning == (f"warning: {path.resolve()}: ignored data.classes, model.num_classes (removed keys without "
+                       "effect; the class list is model.classes)")

@@ -8,6 +8,7 @@ type, is an :class:`add3d.errors.Add3dError` naming the file (or command-line ov
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,22 +171,33 @@ def load_config(path: str | Path | None, overrides: list[str] = (), training: bo
     source = "<defaults>"
     if path is not None:
         for source, content in read_config_chain(path):
-            schema = _merge(schema, content, source)
+            schema = _merge(schema, without_removed_keys(content, source, warn=True), source)
     return _apply_overrides(schema, source, overrides, training, teacher_required)
 
 
-# Keys older checkpoints store that no longer exist (they had no effect): dropped when read back.
+# Keys that older checkpoints and run folders' config.yaml store but that no longer exist (they had
+# no effect; the class list is model.classes): dropped when read back.
 REMOVED_KEYS = {"model": ("max_objects", "num_classes"), "distill": ("num_classes",), "data": ("classes",)}
+
+
+def without_removed_keys(content: dict, source: str, warn: bool = False) -> dict:
+    """``content`` without :data:`REMOVED_KEYS`; ``warn``: say so on stderr (a file someone may have written)."""
+    cleaned, dropped = {}, []
+    for section, values in content.items():
+        if isinstance(values, dict):
+            dropped += [f"{section}.{k}" for k in values if k in REMOVED_KEYS.get(section, ())]
+            values = {k: v for k, v in values.items() if k not in REMOVED_KEYS.get(section, ())}
+        cleaned[section] = values
+    if dropped and warn:
+        print(f"warning: {source}: ignored {', '.join(sorted(dropped))} (removed keys without effect; the class list "
+              "is model.classes)", file=sys.stderr)
+    return cleaned
 
 
 def config_from_dict(content: dict, source: str = "<checkpoint config>", overrides: list[str] = ()) -> Config:
     """A config from a plain dict (e.g. the ``config`` stored in a checkpoint), validated like a file."""
-    content = {
-        section: {k: v for k, v in values.items() if k not in REMOVED_KEYS.get(section, ())}
-        if isinstance(values, dict) else values
-        for section, values in content.items()
-    }
-    return _apply_overrides(_merge(OmegaConf.structured(Config), content, source), source, overrides)
+    return _apply_overrides(_merge(OmegaConf.structured(Config), without_removed_keys(content, source), source),
+                            source, overrides)
 
 
 def _checked(schema, training: bool, teacher_required: bool = True) -> Config:
