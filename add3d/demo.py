@@ -34,7 +34,7 @@ from add3d.viz.report import plot_pr_curves, plot_side_by_side, plot_teacher_inp
 # Budgets: the full demo takes ~10 minutes on 2 quiet CPU cores; --quick is a ~3 minute smoke check.
 # The learning rate drops x0.1 after epoch 7 of 12 (the configs drop it after 10): the depth teacher
 # sharpens its depth at the low rate (benchmark teacher: median relative depth error 0.061 -> 0.030
-# in its 4 low-rate epochs; the baseline 0.060 -> 0.057). Measured on 2 quiet cores (docs/ADD.md):
+# in its 4 low-rate epochs; the baseline 0.060 -> 0.057). Measured on 2 quiet cores, seed 0:
 # milestone 10 gave 8.9 min, teacher / ADD / baseline AP3D 6.76 / 2.79 / 2.03 and a teacher depth
 # error 0.77x the baseline's; milestone 7 gave 9.7 min, 8.48 / 3.05 / 1.71 and 0.62x; a 16-epoch
 # teacher with 10-epoch students gave 11.1 min, 6.09 / 1.92 / 1.77 and 0.74x.

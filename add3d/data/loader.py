@@ -37,17 +37,15 @@ DATA_THREADS = 1  # BLAS / OpenCV threads per process that computes samples
 def limit_data_threads(threads: int = DATA_THREADS) -> None:
     """Cap the BLAS (numpy, OpenCV's bundled OpenBLAS) and OpenCV thread pools of this process."""
     threadpool_limits(limits=threads, user_api="blas")
-    cv2.setNumThreads(threads)
+    if cv2.getNumThreads() != threads:  # a forked copy of a started OpenCV pool must not be resized
+        cv2.setNumThreads(threads)
 
 
 def init_worker(worker_id: int) -> None:
     """``worker_init_fn``: one BLAS / OpenCV thread per loader worker (torch already uses one).
 
-    OpenCV is left alone when the parent already capped it (``build_loader`` does): a forked copy of
-    a started OpenCV pool must not be resized."""
-    threadpool_limits(limits=DATA_THREADS, user_api="blas")
-    if cv2.getNumThreads() != DATA_THREADS:
-        cv2.setNumThreads(DATA_THREADS)
+    OpenCV is left alone when the parent already capped it (``build_loader`` does)."""
+    limit_data_threads()
 
 
 class EpochIndexSampler(Sampler):
