@@ -7,7 +7,7 @@ augmentation, at the ground-truth object centres (`targets["indices"]`, `mask_3d
 - heatmap: mean sigmoid score at the GT centres (how confidently objects are found);
 - cars: the median depth error (metres and relative) and the share within 1 m over all labelled cars,
   the same set for every run (the probes below each use their own matched detections).
-(MonoDLE runs only: they read MonoDLE's depth head.)
+(Each detector's depth is the one its decoding would give an object peaking there: MonoDetector.object_depth.)
 For every run, any detector: the depth probes of add3d/engine/probes.py on matched Car detections
 (depth MAE / median / share within 1 m; for RGB+depth models also the sensitivity to depth x1.2 and
 the error with depth zeroed), ``probes`` in the output.
@@ -40,8 +40,6 @@ from add3d.engine.inference import load_detector
 from add3d.engine.modules import detector_input
 from add3d.engine.probes import depth_probes
 from add3d.engine.trainer import build_training_module
-from add3d.geometry.tensor_geometry import gather_at_indices
-from add3d.models.decode import depth_from_logit
 
 
 def load_run(run: Path, max_frames: int, scratch: Path):
@@ -67,9 +65,10 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
     car_id = list(dataset.classes).index("Car") if "Car" in dataset.classes else -1
     for batch in tqdm(loader, desc=run.name, leave=False):
         targets = batch["targets"]
-        outputs = detector(detector_input(batch, detector.input_spec), None, meta=batch["meta"])
+        # With targets: detectors with per-object heads (GUPNet's ROIs) run them at the labelled objects.
+        outputs = detector(detector_input(batch, detector.input_spec), targets, meta=batch["meta"])
         mask = targets["mask_3d"] > 0
-        depth = depth_from_logit(gather_at_indices(outputs["depth"], targets["indices"])[..., 0])
+        depth = detector.object_depth(outputs, targets, batch["meta"])
         truth = targets["depth"][..., 0]
         abs_error += (depth - truth).abs()[mask].sum().item()
         cars = mask & (targets["cls_ids"] == car_id)

@@ -1,7 +1,7 @@
 """The MonoDetector contract of docs/DESIGN.md, checked for every row of ``add3d.models.DETECTORS``.
 
 A new detector gets all of these for free by adding its table row: output shapes, finite losses
-with and without objects, decoding into ORIGINAL image coordinates, per-object response outputs,
+with and without objects, decoding into ORIGINAL image coordinates, per-object response outputs and depths,
 zero inference cost under ADD, 5-channel teachers, and a configurable heading-bin count.
 """
 
@@ -19,6 +19,7 @@ from add3d.distill.teacher import teacher_model_config
 from add3d.distill.wrapper import DistillationModule
 from add3d.errors import Add3dError
 from add3d.models import DETECTORS, DetectorEntry, MonoDetector, build_detector
+from add3d.models.decode import heatmap_scores, peak_nms, top_k_peaks
 from add3d.models.heading import encode_heading, heading_from_bin
 from detector_scene import CLASSES, INPUT_SIZE, make_image, make_meta, make_targets, scene_batch, scene_objects, small_config
 
@@ -83,6 +84,30 @@ def test_response_outputs_are_per_object(name, batch):
     slots = batch["targets"]["indices"].shape
     assert responses and all(v.shape[:2] == slots and v.dim() == 3 for v in responses.values())
     assert all(torch.isfinite(v).all() for v in responses.values())
+
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_object_depth_is_the_depth_decode_gives_an_object_at_that_slot(name, batch):
+    """Targets placed at the detector's own top-K peaks: each decoded box sits at its slot's object_depth."""
+    detector = build(name).eval()
+    with torch.no_grad():
+        outputs = detector(batch["image"], meta=batch["meta"])
+        detections = detector.decode(outputs, batch["meta"], score_threshold=0.0)
+        peaks = top_k_peaks(peak_nms(heatmap_scores(outputs["heatmap"])), detector.cfg.top_k)
+        at_peaks = {"indices": peaks["indices"], "cls_ids": peaks["cls_ids"], "mask_2d": torch.ones_like(peaks["scores"])}
+        depth = detector.object_depth(detector(batch["image"], at_peaks, meta=batch["meta"]), at_peaks, batch["meta"])
+    assert depth.shape == peaks["indices"].shape and bool((depth > 0).all())
+    # GUPNet reorders by score and drops boxes with non-positive sizes: match each box to its slot. Its
+    # z is the slot's depth, or that minus the camera's offset along its axis (P2[2, 3], 2.7 mm here),
+    # depending on the detector's back-projection.
+    camera_offset = batch["meta"]["P2"][:, 2, 3].to(depth.dtype)
+    for b, image in enumerate(detections):
+        assert len(image) > 0
+        for box in image:
+            error = torch.minimum((depth[b] - box.location[2]).abs(), (depth[b] - camera_offset[b] - box.location[2]).abs())
+            slot = int(error.argmin())
+            assert float(error[slot]) < 1e-4 and detector.classes[int(peaks["cls_ids"][b, slot])] == box.cls_type
 
 
 def _scaled_meta(meta: dict, factor: float) -> dict:

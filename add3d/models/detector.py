@@ -3,7 +3,7 @@ detectors share.
 
 Every detector is one :class:`MonoDetector` subclass in its own module plus one row of the
 ``DETECTORS`` table in :mod:`add3d.models`. The engine, the distillation wrapper, export and the
-benchmarks only use the four abstract methods below (plus ``stride``, ``feature_channels``,
+benchmarks only use the five abstract methods below (plus ``stride``, ``feature_channels``,
 ``classes``, ``num_classes`` and ``first_conv_key``).
 """
 
@@ -32,7 +32,7 @@ Meta = dict[str, Any]  # batch["meta"]: P2, P2_input, input_to_original, origina
 class MonoDetector(nn.Module, abc.ABC):
     """Base class of MonoDLE / GUPNet / MonoFlex; see docs/DESIGN.md ("Detector") for the contract.
 
-    Subclasses own ``backbone`` and ``neck`` (see :func:`build_trunk`) and implement the four
+    Subclasses own ``backbone`` and ``neck`` (see :func:`build_trunk`) and implement the five
     abstract methods. ``meta`` is always the batch's meta dict: a detector that needs the camera
     (``meta["P2_input"]``) reads it there, never from ``outputs``.
     """
@@ -88,6 +88,12 @@ class MonoDetector(nn.Module, abc.ABC):
     @abc.abstractmethod
     def response_outputs(self, outputs: Outputs, targets: Targets, meta: Meta) -> dict[str, Tensor]:
         """Per-object outputs at the target slots, name -> ``B x M x k``, for response distillation."""
+
+    @abc.abstractmethod
+    def object_depth(self, outputs: Outputs, targets: Targets, meta: Meta) -> Tensor:
+        """``B x M`` depth in metres that ``decode`` would give an object peaking at each target slot,
+        from ``forward(image, targets, meta)``'s outputs: per-object depth errors at labelled objects
+        (``benchmarks/add_diagnostics.py``), the same objects for every model."""
 
 
 def build_trunk(cfg: ModelConfig, neck: type[DLAUp | DLASegNeck] = DLAUp) -> tuple[nn.Module, nn.Module]:

@@ -358,6 +358,11 @@ class GUPNet(MonoDetector):
             "heading": outputs["heading"],
         }
 
+    def object_depth(self, outputs, targets, meta) -> torch.Tensor:
+        """The ROI depth head's depth (metres) at the target slots: B x M."""
+        self._check_slots(outputs, targets)
+        return outputs["depth"][..., 0]
+
     # ----- decoding -------------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, outputs, meta, score_threshold=None, top_k=None) -> list[list[Object3D]]:

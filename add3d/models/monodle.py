@@ -74,6 +74,10 @@ class MonoDLE(MonoDetector):
         """Per-object head outputs at ``targets["indices"]``: name -> ``B x M x k`` (raw, before transforms)."""
         return {name: gather_at_indices(outputs[name], targets["indices"]) for name in OBJECT_HEADS}
 
+    def object_depth(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict) -> torch.Tensor:
+        """Decoded depth (metres) at ``targets["indices"]``: B x M."""
+        return depth_from_logit(gather_at_indices(outputs["depth"], targets["indices"])[..., 0])
+
     def loss(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MonoDLE's seven losses; 2D terms use ``mask_2d``, depth/3D offset/size use ``mask_3d``.
 

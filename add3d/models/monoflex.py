@@ -364,6 +364,11 @@ class MonoFlex(MonoDetector):
             "ensemble_depth": torch.log(preds["depth"])[..., None],
         }
 
+    def object_depth(self, outputs, targets, meta) -> torch.Tensor:
+        """The uncertainty-weighted ensemble depth (metres, what ``decode`` places boxes at) at the target slots: B x M."""
+        camera = self._camera(meta, outputs["heatmap"].device)
+        return self.object_predictions(outputs, targets["indices"].long(), targets["cls_ids"], camera)["depth"]
+
     # ----- decoding -------------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, outputs, meta, score_threshold=None, top_k=None) -> list[list[Object3D]]:
