@@ -96,11 +96,12 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
     }
 
 
-def probes(run: Path, max_frames: int, scratch: Path) -> dict:
-    """The library's depth probes (add3d.engine.probes) on the run's validation frames."""
+def probes(run: Path, max_frames: int, scratch: Path, score_threshold: float | None = None) -> dict:
+    """The library's depth probes (add3d.engine.probes) on the run's validation frames, on the
+    detections above ``score_threshold`` (default: the run's model.score_threshold)."""
     cfg, detector, dataset, truth = load_run(run, max_frames, scratch)
-    return depth_probes(detector, build_loader(dataset, 8, 0), truth, detector.input_spec, torch.device("cpu"),
-                        cfg.model.score_threshold)
+    threshold = cfg.model.score_threshold if score_threshold is None else score_threshold
+    return depth_probes(detector, build_loader(dataset, 8, 0), truth, detector.input_spec, torch.device("cpu"), threshold)
 
 
 def gradient_shares(run: Path, batches: int) -> dict:
@@ -127,6 +128,8 @@ def main() -> None:
     parser.add_argument("--grads-only", action="store_true", help="only the gradient norms (any detector)")
     parser.add_argument("--grad-batches", type=int, default=3)
     parser.add_argument("--no-probes", action="store_true", help="skip the depth probes (add3d.engine.probes)")
+    parser.add_argument("--score-threshold", type=float, default=None,
+                        help="probe the detections above this score (default: each run's model.score_threshold)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -137,7 +140,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             report[run.name] = {} if args.grads_only else object_errors(run, args.max_frames, Path(scratch))
             if not args.grads_only and not args.no_probes:
-                report[run.name]["probes"] = probes(run, args.max_frames, Path(scratch))
+                report[run.name]["probes"] = probes(run, args.max_frames, Path(scratch), args.score_threshold)
         if args.grads or args.grads_only:
             report[run.name]["gradient_norms"] = gradient_shares(run, args.grad_batches)
     print(json.dumps(report, indent=2))
