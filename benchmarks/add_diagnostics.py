@@ -98,10 +98,10 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
 
 def probes(run: Path, max_frames: int, scratch: Path, score_threshold: float | None = None) -> dict:
     """The library's depth probes (add3d.engine.probes) on the run's validation frames, on the
-    detections above ``score_threshold`` (default: the run's model.score_threshold)."""
-    cfg, detector, dataset, truth = load_run(run, max_frames, scratch)
-    threshold = cfg.model.score_threshold if score_threshold is None else score_threshold
-    return depth_probes(detector, build_loader(dataset, 8, 0), truth, detector.input_spec, torch.device("cpu"), threshold)
+    detections above ``score_threshold`` (None: the run's model.score_threshold, as decode does)."""
+    _, detector, dataset, truth = load_run(run, max_frames, scratch)
+    return depth_probes(detector, build_loader(dataset, 8, 0), truth, detector.input_spec, torch.device("cpu"),
+                        score_threshold)
 
 
 def gradient_shares(run: Path, batches: int) -> dict:

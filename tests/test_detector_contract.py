@@ -86,7 +86,6 @@ def test_response_outputs_are_per_object(name, batch):
     assert all(torch.isfinite(v).all() for v in responses.values())
 
 
-
 @pytest.mark.parametrize("name", NAMES)
 def test_object_depth_is_the_depth_decode_gives_an_object_at_that_slot(name, batch):
     """Targets placed at the detector's own top-K peaks: each decoded box sits at its slot's object_depth."""
