@@ -11,6 +11,12 @@ mean / std / min / max per group.
         --seeds 0 1 2 3 4 --ablation-seeds 0 1
 
 Parallel invocations on the same --out share the work: each skips runs another one has started.
+
+``--records DIR`` keeps a benchmark that takes several sessions whole when run folders do not last
+(scratch disks, CI machines): every finished run's metrics.json is copied to DIR/<run>.json with the
+commit and overrides that made it, and the summary counts recorded runs whose folder is gone. A run
+that finishes again must agree with its record (to the 2 decimals of the docs) or the script stops:
+on CPU the same seed gives the same numbers, so a disagreement means the code or data changed.
 """
 
 from __future__ import annotations
@@ -65,6 +71,43 @@ def train(name: str, config: Path, overrides: list[str], out: Path, log_dir: Pat
         if code != 0 or not metrics.is_file():
             return None
     return json.loads(metrics.read_text())
+
+
+def git_commit() -> str:
+    """The commit of the code that runs (with ``+dirty`` for uncommitted changes)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True).stdout
+    return (head or "unknown") + ("+dirty" if dirty.strip() else "")
+
+
+def agree(recorded: dict, measured: dict) -> list[str]:
+    """Names of the recorded AP/probe values that ``measured`` does not reproduce to 2 decimals."""
+    differ = []
+    for section in ("last_metrics", "last_probes"):
+        for key, value in recorded.get(section, {}).items():
+            other = measured.get(section, {}).get(key)
+            if isinstance(value, (int, float)) and (other is None or round(float(other), 2) != round(float(value), 2)):
+                differ.append(f"{section}.{key}: recorded {value}, measured {other}")
+    return differ
+
+
+def sync_records(out: Path, records: Path, detector: str, data: Path, overrides: list[str]) -> dict[str, dict]:
+    """Every run's metrics: the records in ``records`` plus the finished runs of ``out``, which are
+    recorded if new and checked against their record otherwise."""
+    records.mkdir(parents=True, exist_ok=True)
+    runs = {path.stem: json.loads(path.read_text())["metrics"] for path in sorted(records.glob("*.json"))}
+    for metrics_path in sorted(out.glob("*/metrics.json")):
+        name, metrics = metrics_path.parent.name, json.loads(metrics_path.read_text())
+        if name in runs:
+            differ = agree(runs[name], metrics)
+            if differ:
+                raise SystemExit(f"error: {metrics_path} does not reproduce {records / (name + '.json')}: {differ[0]}")
+            continue
+        record = {"run": name, "detector": detector, "data": str(data), "commit": git_commit(), "overrides": overrides,
+                  "metrics": {key: metrics[key] for key in ("last_metrics", "last_probes", "epochs", "steps") if key in metrics}}
+        atomic_write_text(records / f"{name}.json", json.dumps(record, indent=1) + "\n")
+        runs[name] = metrics
+    return runs
 
 
 def make_rgb_teacher(baseline_checkpoint: Path, configs: Path, out: Path) -> Path:
@@ -209,6 +252,8 @@ def main() -> int:
                         help="which ablations, in this order (parallel invocations can split them)")
     parser.add_argument("--resume", action="store_true",
                         help="continue interrupted runs from their checkpoint_last.pth (only if no other invocation runs them)")
+    parser.add_argument("--records", type=Path, default=None, metavar="DIR",
+                        help="run records that outlive --out: finished runs are copied there, recorded runs count in the summary")
     parser.add_argument("overrides", nargs="*", help="extra overrides for EVERY run (same budget), e.g. train.epochs=8")
     args = parser.parse_args()
     configs = REPO / "configs" / args.detector
@@ -257,11 +302,14 @@ def main() -> int:
     # Collect everything present on disk (also runs of earlier invocations).
     table: dict[str, dict] = {}
     probes: dict[str, dict] = {}  # the trainer's depth probes at the last validation (add3d/engine/probes.py)
-    for metrics in sorted(args.out.glob("*/metrics.json")):
-        run_summary = json.loads(metrics.read_text())
-        table[metrics.parent.name] = car_ap(run_summary)
+    if args.records is not None:
+        runs = sync_records(args.out, args.records, args.detector, args.data, args.overrides)
+    else:
+        runs = {path.parent.name: json.loads(path.read_text()) for path in sorted(args.out.glob("*/metrics.json"))}
+    for name, run_summary in sorted(runs.items()):
+        table[name] = car_ap(run_summary)
         if run_summary.get("last_probes"):
-            probes[metrics.parent.name] = run_summary["last_probes"]
+            probes[name] = run_summary["last_probes"]
     by_group: dict[str, dict[str, list[float]]] = {}
     for name, ap in table.items():
         for key, value in ap.items():
