@@ -14,9 +14,10 @@ Parallel invocations on the same --out share the work: each skips runs another o
 
 ``--records DIR`` keeps a benchmark that takes several sessions whole when run folders do not last
 (scratch disks, CI machines): every finished run's metrics.json is copied to DIR/<run>.json with the
-commit and overrides that made it, and the summary counts recorded runs whose folder is gone. A run
-that finishes again must agree with its record (to the 2 decimals of the docs) or the script stops:
-on CPU the same seed gives the same numbers, so a disagreement means the code or data changed.
+commit, overrides and teacher that made it, and the summary counts recorded runs whose folder is
+gone. A run that finishes again must agree with its record (to the 2 decimals of the docs) or the
+script stops: the same seed gives the same numbers on one machine, but not on another CPU (measured:
+GUPNet's teacher_s0 22.28 on one machine, 23.86 on the next), so rename one of the two.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from add3d.fileio import atomic_save, atomic_write_text
 
@@ -103,7 +106,9 @@ def sync_records(out: Path, records: Path, detector: str, data: Path, overrides:
             if differ:
                 raise SystemExit(f"error: {metrics_path} does not reproduce {records / (name + '.json')}: {differ[0]}")
             continue
+        teacher = (yaml.safe_load((metrics_path.parent / "config.yaml").read_text()).get("teacher") or {}).get("checkpoint")
         record = {"run": name, "detector": detector, "data": str(data), "commit": git_commit(), "overrides": overrides,
+                  "teacher": Path(teacher).parent.name if teacher else None,
                   "metrics": {key: metrics[key] for key in ("last_metrics", "last_probes", "epochs", "steps") if key in metrics}}
         atomic_write_text(records / f"{name}.json", json.dumps(record, indent=1) + "\n")
         runs[name] = metrics
