@@ -15,9 +15,10 @@ Parallel invocations on the same --out share the work: each skips runs another o
 ``--records DIR`` keeps a benchmark that takes several sessions whole when run folders do not last
 (scratch disks, CI machines): every finished run's metrics.json is copied to DIR/<run>.json with the
 commit, overrides and teacher that made it, and the summary counts recorded runs whose folder is
-gone. A run that finishes again must agree with its record (to the 2 decimals of the docs) or the
-script stops: the same seed gives the same numbers on one machine, but not on another CPU (measured:
-GUPNet's teacher_s0 22.28 on one machine, 23.86 on the next), so rename one of the two.
+gone; DIR/diagnostics/*.json (outputs of add_diagnostics.py) add a table of depth errors at every
+labelled car. A run that finishes again must agree with its record (to the 2 decimals of the docs)
+or the script stops: the same seed gives the same numbers on one machine, but not on another CPU
+(measured: GUPNet's teacher_s0 22.28 on one machine, 23.86 on the next), so rename one of the two.
 """
 
 from __future__ import annotations
@@ -241,6 +242,36 @@ def probe_table(probes: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DEPTH_KEYS = ("car_depth_median_m", "car_within_1m", "depth_mae_m")
+
+
+def recorded_diagnostics(records: Path) -> dict[str, dict]:
+    """{run: add_diagnostics.py's figures} from DIR/diagnostics/*.json (one add_diagnostics output per file)."""
+    found: dict[str, dict] = {}
+    for path in sorted((records / "diagnostics").glob("*.json")):
+        found.update(json.loads(path.read_text()))
+    return found
+
+
+def depth_table(diagnostics: dict[str, dict]) -> str:
+    """Per run, then per group's mean: depth error at every labelled val car (the same cars for every run)."""
+    lines = ["| run | all cars: median depth error (m) | within 1 m | all objects: depth MAE (m) |", "|---|---|---|---|"]
+    baseline = [figures["car_depth_median_m"] for name, figures in diagnostics.items() if name.rsplit("_s", 1)[0] == "baseline"]
+    groups: dict[str, list[dict]] = {}
+    for name, figures in sorted(diagnostics.items()):
+        groups.setdefault(name.rsplit("_s", 1)[0], []).append(figures)
+        lines.append(f"| {name} | {figures['car_depth_median_m']:.3f} | {figures['car_within_1m']:.0%} | {figures['depth_mae_m']:.3f} |")
+    for group, runs in sorted(groups.items()):
+        if len(runs) > 1:
+            means = [statistics.fmean(run[key] for run in runs) for key in DEPTH_KEYS]
+            medians = [run["car_depth_median_m"] for run in runs]
+            # One-sided: is the group's error lower than the baseline's? (the permutation test on -error)
+            versus = (f" (p = {permutation_p_value([-m for m in medians], [-m for m in baseline]):.3f} lower than baseline)"
+                      if group != "baseline" and len(baseline) > 1 else "")
+            lines.append(f"| {group} (mean of {len(runs)}) | {means[0]:.3f}{versus} | {means[1]:.0%} | {means[2]:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="synthetic KITTI root from `add3d synth`")
@@ -327,8 +358,12 @@ def main() -> int:
         "probes": probes,
         "failed": sorted(name for name, value in results.items() if value is None),
     }
+    markdown = markdown_table(table, summary["versus_baseline"]) + "\n" + probe_table(probes)
+    if args.records is not None and (diagnostics := recorded_diagnostics(args.records)):
+        summary["diagnostics"] = diagnostics
+        markdown += "\n" + depth_table(diagnostics)
     atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2))
-    atomic_write_text(args.out / "summary.md", markdown_table(table, summary["versus_baseline"]) + "\n" + probe_table(probes))
+    atomic_write_text(args.out / "summary.md", markdown)
     print(json.dumps(summary, indent=2))
     return 1 if summary["failed"] else 0
 
