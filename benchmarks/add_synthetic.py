@@ -13,10 +13,10 @@ mean / std / min / max per group.
 Parallel invocations on the same --out share the work: each skips runs another one has started.
 
 ``--records DIR`` keeps a benchmark that takes several sessions whole when run folders do not last
-(scratch disks, CI machines): every finished run's metrics.json is copied to DIR/<run>.json with the
-commit, overrides and teacher that made it, and the summary counts recorded runs whose folder is
-gone; DIR/diagnostics/*.json (outputs of add_diagnostics.py) add a table of depth errors at every
-labelled car. A run that finishes again must agree with its record (to the 2 decimals of the docs)
+(scratch disks, CI machines): every finished run's metrics.json is copied to DIR/<run>.json with its
+config.yaml, the teacher it distilled and the commit that recorded it, and the summary counts
+recorded runs whose folder is gone; DIR/diagnostics/*.json (outputs of add_diagnostics.py) add a
+table of depth errors at every labelled car. A run that finishes again must agree with its record (to the 2 decimals of the docs)
 or the script stops: the same seed gives the same numbers on one machine, but not on another CPU
 (measured: GUPNet's teacher_s0 22.28 on one machine, 23.86 on the next), so rename one of the two.
 """
@@ -95,7 +95,7 @@ def agree(recorded: dict, measured: dict) -> list[str]:
     return differ
 
 
-def sync_records(out: Path, records: Path, detector: str, data: Path, overrides: list[str]) -> dict[str, dict]:
+def sync_records(out: Path, records: Path, detector: str, data: Path) -> dict[str, dict]:
     """Every run's metrics: the records in ``records`` plus the finished runs of ``out``, which are
     recorded if new and checked against their record otherwise."""
     records.mkdir(parents=True, exist_ok=True)
@@ -107,9 +107,10 @@ def sync_records(out: Path, records: Path, detector: str, data: Path, overrides:
             if differ:
                 raise SystemExit(f"error: {metrics_path} does not reproduce {records / (name + '.json')}: {differ[0]}")
             continue
-        teacher = (yaml.safe_load((metrics_path.parent / "config.yaml").read_text()).get("teacher") or {}).get("checkpoint")
-        record = {"run": name, "detector": detector, "data": str(data), "commit": git_commit(), "overrides": overrides,
-                  "teacher": Path(teacher).parent.name if teacher else None,
+        config = yaml.safe_load((metrics_path.parent / "config.yaml").read_text())
+        teacher = (config.get("teacher") or {}).get("checkpoint")
+        record = {"run": name, "detector": detector, "data": str(data), "recorded_at_commit": git_commit(),
+                  "teacher": Path(teacher).parent.name if teacher else None, "config": config,
                   "metrics": {key: metrics[key] for key in ("last_metrics", "last_probes", "epochs", "steps") if key in metrics}}
         atomic_write_text(records / f"{name}.json", json.dumps(record, indent=1) + "\n")
         runs[name] = metrics
@@ -339,7 +340,7 @@ def main() -> int:
     table: dict[str, dict] = {}
     probes: dict[str, dict] = {}  # the trainer's depth probes at the last validation (add3d/engine/probes.py)
     if args.records is not None:
-        runs = sync_records(args.out, args.records, args.detector, args.data, args.overrides)
+        runs = sync_records(args.out, args.records, args.detector, args.data)
     else:
         runs = {path.parent.name: json.loads(path.read_text()) for path in sorted(args.out.glob("*/metrics.json"))}
     for name, run_summary in sorted(runs.items()):
