@@ -105,7 +105,8 @@ def sync_records(out: Path, records: Path, detector: str, data: Path) -> dict[st
         if name in runs:
             differ = agree(runs[name], metrics)
             if differ:
-                raise SystemExit(f"error: {metrics_path} does not reproduce {records / (name + '.json')}: {differ[0]}")
+                print(f"error: {metrics_path} does not reproduce {records / (name + '.json')}: {differ[0]}", file=sys.stderr)
+                raise SystemExit(2)
             continue
         config = yaml.safe_load((metrics_path.parent / "config.yaml").read_text())
         teacher = (config.get("teacher") or {}).get("checkpoint")
