@@ -16,9 +16,10 @@ Parallel invocations on the same --out share the work: each skips runs another o
 (scratch disks, CI machines): every finished run's metrics.json is copied to DIR/<run>.json with its
 config.yaml, the teacher it distilled and the commit that recorded it, and the summary counts
 recorded runs whose folder is gone; DIR/diagnostics/*.json (outputs of add_diagnostics.py) add a
-table of depth errors at every labelled car. A run that finishes again must agree with its record (to the 2 decimals of the docs)
-or the script stops: the same seed gives the same numbers on one machine, but not on another CPU
-(measured: GUPNet's teacher_s0 22.28 on one machine, 23.86 on the next), so rename one of the two.
+table of depth errors at every labelled car. A run that finishes again must agree with its record
+(to the 2 decimals of the docs) or the script stops: the same seed gives the same numbers on one
+machine, but not on another CPU (measured: GUPNet's teacher_s0 22.28 on one machine, 23.86 on the
+next), so rename one of the two.
 """
 
 from __future__ import annotations
@@ -137,6 +138,11 @@ def make_rgb_teacher(baseline_checkpoint: Path, configs: Path, out: Path) -> Pat
         state = {"model": teacher.state_dict(), "input_spec": spec.to_dict()}
         atomic_save(path, lambda tmp: torch.save(state, tmp))
     return path
+
+
+def group_of(run: str) -> str:
+    """A run's group: its name without the seed suffix (``add_s2`` -> ``add``, ``teacher_s0-x`` -> ``teacher``)."""
+    return run.rsplit("_s", 1)[0]
 
 
 def car_ap(summary: dict) -> dict[str, float]:
@@ -258,11 +264,11 @@ def recorded_diagnostics(records: Path) -> dict[str, dict]:
 def depth_table(diagnostics: dict[str, dict]) -> str:
     """Per run, then per group's mean: depth error at every labelled val car (the same cars for every run)."""
     lines = ["| run | all cars: median depth error (m) | within 1 m | all objects: depth MAE (m) |", "|---|---|---|---|"]
-    baseline = [figures["car_depth_median_m"] for name, figures in diagnostics.items() if name.rsplit("_s", 1)[0] == "baseline"]
     groups: dict[str, list[dict]] = {}
     for name, figures in sorted(diagnostics.items()):
-        groups.setdefault(name.rsplit("_s", 1)[0], []).append(figures)
+        groups.setdefault(group_of(name), []).append(figures)
         lines.append(f"| {name} | {figures['car_depth_median_m']:.3f} | {figures['car_within_1m']:.0%} | {figures['depth_mae_m']:.3f} |")
+    baseline = [run["car_depth_median_m"] for run in groups.get("baseline", [])]
     for group, runs in sorted(groups.items()):
         if len(runs) > 1:
             means = [statistics.fmean(run[key] for run in runs) for key in DEPTH_KEYS]
@@ -351,7 +357,7 @@ def main() -> int:
     by_group: dict[str, dict[str, list[float]]] = {}
     for name, ap in table.items():
         for key, value in ap.items():
-            by_group.setdefault(key, {}).setdefault(name.rsplit("_s", 1)[0], []).append(value)
+            by_group.setdefault(key, {}).setdefault(group_of(name), []).append(value)
     summary = {
         "metric": f"{METRIC} (last epoch, validation split); *_moderate: Car/<kind>/R40/moderate",
         "runs": table,
