@@ -96,11 +96,24 @@ def agree(recorded: dict, measured: dict) -> list[str]:
     return differ
 
 
+def read_record(path: Path, key: str | None = None) -> dict:
+    """A record file's JSON (its ``key`` entry if given); a broken file stops with one line naming it."""
+    try:
+        value = json.loads(path.read_text())
+        return value[key] if key is not None else value
+    except json.JSONDecodeError as error:
+        problem = f"line {error.lineno}: not valid JSON ({error.msg})"
+    except (KeyError, TypeError):
+        problem = f"no {key!r} entry"
+    print(f"error: {path}: {problem}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def sync_records(out: Path, records: Path, detector: str, data: Path) -> dict[str, dict]:
     """Every run's metrics: the records in ``records`` plus the finished runs of ``out``, which are
     recorded if new and checked against their record otherwise."""
     records.mkdir(parents=True, exist_ok=True)
-    runs = {path.stem: json.loads(path.read_text())["metrics"] for path in sorted(records.glob("*.json"))}
+    runs = {path.stem: read_record(path, "metrics") for path in sorted(records.glob("*.json"))}
     for metrics_path in sorted(out.glob("*/metrics.json")):
         name, metrics = metrics_path.parent.name, json.loads(metrics_path.read_text())
         if name in runs:
@@ -257,7 +270,7 @@ def recorded_diagnostics(records: Path) -> dict[str, dict]:
     """{run: add_diagnostics.py's figures} from DIR/diagnostics/*.json (one add_diagnostics output per file)."""
     found: dict[str, dict] = {}
     for path in sorted((records / "diagnostics").glob("*.json")):
-        found.update(json.loads(path.read_text()))
+        found.update(read_record(path))
     return found
 
 

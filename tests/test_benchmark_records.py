@@ -1,0 +1,93 @@
+"""benchmarks/add_synthetic.py --records: run records that outlive the run folders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "add_synthetic.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("add_synthetic", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def finished_run(out: Path, name: str, moderate: float, teacher: str | None = None) -> None:
+    run = out / name
+    run.mkdir(parents=True)
+    config = {"train": {"seed": 0, "epochs": 20}, "teacher": {"checkpoint": teacher}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = {"last_metrics": {"Car/3d/R40/moderate": moderate}, "last_probes": {}, "epochs": 20, "steps": 2500, "rank": 0}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_new_runs_are_recorded_and_recorded_runs_count(bench, tmp_path):
+    out, records = tmp_path / "out", tmp_path / "records"
+    finished_run(out, "add_s2", 22.80123, teacher=str(out / "teacher_s0" / "checkpoint_last.pth"))
+    records.mkdir()
+    lost = {"run": "baseline_s0", "source": "transcribed", "metrics": {"last_metrics": {"Car/3d/R40/moderate": 19.59}}}
+    (records / "baseline_s0.json").write_text(json.dumps(lost))
+
+    runs = bench.sync_records(out, records, "gupnet", tmp_path / "data")
+
+    assert sorted(runs) == ["add_s2", "baseline_s0"]
+    assert runs["baseline_s0"]["last_metrics"]["Car/3d/R40/moderate"] == 19.59
+    record = json.loads((records / "add_s2.json").read_text())
+    assert record["teacher"] == "teacher_s0"
+    assert record["config"]["train"] == {"seed": 0, "epochs": 20}
+    assert record["metrics"]["last_metrics"]["Car/3d/R40/moderate"] == 22.80123
+    assert "rank" not in record["metrics"]
+    # A second summary finds the same values and leaves the record as it was.
+    before = (records / "add_s2.json").read_text()
+    assert bench.sync_records(out, records, "gupnet", tmp_path / "data")["add_s2"]["last_metrics"] == record["metrics"]["last_metrics"]
+    assert (records / "add_s2.json").read_text() == before
+
+
+def test_a_rerun_must_reproduce_its_record(bench, tmp_path, capsys):
+    out, records = tmp_path / "out", tmp_path / "records"
+    finished_run(out, "teacher_s0", 23.86)
+    records.mkdir()
+    (records / "teacher_s0.json").write_text(json.dumps({"metrics": {"last_metrics": {"Car/3d/R40/moderate": 23.861}}}))
+    assert "teacher_s0" in bench.sync_records(out, records, "gupnet", tmp_path)  # equal to 2 decimals
+
+    (records / "teacher_s0.json").write_text(json.dumps({"metrics": {"last_metrics": {"Car/3d/R40/moderate": 22.28}}}))
+    with pytest.raises(SystemExit) as stop:
+        bench.sync_records(out, records, "gupnet", tmp_path)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert str(out / "teacher_s0" / "metrics.json") in error and "recorded 22.28, measured 23.86" in error
+
+
+def test_depth_table_means_and_one_sided_p(bench):
+    def figures(median: float) -> dict:
+        return {"car_depth_median_m": median, "car_within_1m": 0.5, "depth_mae_m": 2.0}
+
+    diagnostics = {"baseline_s0": figures(1.3), "baseline_s1": figures(1.2), "add_s0": figures(1.0), "add_s1": figures(1.1),
+                   "rgb_teacher_s0": figures(0.9)}
+    table = bench.depth_table(diagnostics)
+    # Both ADD runs below both baselines: p = 1 / C(4, 2) = 0.167; one-run groups get no mean row.
+    assert "| add (mean of 2) | 1.050 (p = 0.167 lower than baseline) | 50% | 2.000 |" in table
+    assert "| baseline (mean of 2) | 1.250 | 50% | 2.000 |" in table
+    assert "rgb_teacher (mean" not in table and "| rgb_teacher_s0 | 0.900 | 50% | 2.000 |" in table
+    assert bench.group_of("teacher_s0-session5") == "teacher"
+
+
+@pytest.mark.parametrize("text, problem", [('{"metrics": {\n  "last_metrics": }', "line 2: not valid JSON (Expecting value)"),
+                                           ('{"run": "baseline_s0"}', "no 'metrics' entry")])
+def test_a_broken_record_is_one_line_naming_it(bench, tmp_path, capsys, text, problem):
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "baseline_s0.json").write_text(text)
+    with pytest.raises(SystemExit) as stop:
+        bench.sync_records(tmp_path / "out", records, "gupnet", tmp_path)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {records / 'baseline_s0.json'}: {problem}"
