@@ -104,3 +104,63 @@ def test_batch_larger_than_split_is_a_clear_error(fake_root, tmp_path):
     cfg = load_config(None, tiny_config_overrides(fake_root, tmp_path) + ["train.batch_size=64"])
     with pytest.raises(Add3dError, match="fewer than one batch"):
         train(cfg, detector=TinyDetector())
+
+
+def test_weight_average_follows_the_warmed_up_decay_and_copies_integer_buffers():
+    from add3d.engine.weight_ema import build_weight_ema, ema_rate
+
+    network = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = build_weight_ema(network, decay=0.5)
+    history = []
+    for value in (1.0, 2.0, 4.0):
+        with torch.no_grad():
+            network[0].weight.fill_(value)
+        network[1].num_batches_tracked.fill_(int(value))
+        ema.update_parameters(network)
+        history.append(value)
+    # First update copies; then average * rate(n) + current * (1 - rate(n)), rate(n) = min(0.5, (1 + n) / (10 + n)).
+    expected = 1.0
+    for updates, value in enumerate(history[1:], start=1):
+        rate = float(ema_rate(0.5, updates))
+        expected = expected * rate + value * (1 - rate)
+    assert float(ema_rate(0.5, 1)) == pytest.approx(2 / 11) and float(ema_rate(0.5, 100)) == 0.5
+    assert torch.allclose(ema.module[0].weight, torch.full((2, 2), expected))
+    assert int(ema.module[1].num_batches_tracked) == 4 and int(ema.n_averaged) == 3
+    assert ema.module[0].weight.data_ptr() != network[0].weight.data_ptr()  # a copy, not a view
+    with pytest.raises(ValueError, match="ema_decay"):
+        build_weight_ema(network, decay=1.0)
+
+
+def test_weight_average_is_what_validation_and_the_checkpoint_model_hold(fake_root, tmp_path):
+    from add3d.engine.checkpoints import load_detector_weights
+    from add3d.engine.inference import evaluate_predictions, flat_metrics, predict_loader
+    from add3d.data.mono_dataset import build_mono_dataset
+    from add3d.data.loader import build_loader
+    from add3d.engine.modules import input_spec_from_config
+
+    out = tmp_path / "run"
+    cfg = load_config(None, tiny_config_overrides(fake_root, out) + ["train.epochs=2", "optim.lr=0.01",
+                                                                      "train.ema_decay=0.9", "train.eval_every=0"])
+    summary = train(cfg, detector=TinyDetector())
+    checkpoint = load_checkpoint(out / LAST_CHECKPOINT)
+    assert checkpoint["ema_updates"] == 6 and set(checkpoint["training_model"]) == set(checkpoint["model"])
+    assert any(not torch.equal(checkpoint["model"][k], checkpoint["training_model"][k]) for k in checkpoint["model"])
+    # The validation metrics are those of the saved (averaged) `model`.
+    averaged = TinyDetector()
+    load_detector_weights(averaged, out / LAST_CHECKPOINT)
+    val_set = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False, classes=cfg.model.classes)
+    predictions = predict_loader(averaged, build_loader(val_set, 4, 0), torch.device("cpu"), input_spec_from_config(cfg),
+                                 cfg.model.score_threshold, description="test")
+    ground_truth = {frame_id: val_set.ground_truth(i) for i, frame_id in enumerate(val_set.ids)}
+    results = evaluate_predictions(ground_truth, predictions, tuple(cfg.model.classes), cfg.train.eval_overlap,
+                                   cfg.train.eval_box2d_scale)
+    assert flat_metrics(results) == summary["last_metrics"]
+    # Resuming needs the run's own setting: both ways round are one clear error.
+    with pytest.raises(Add3dError, match="written with a weight average"):
+        train(load_config(None, tiny_config_overrides(fake_root, out) + ["train.epochs=3"]),
+              resume=out / LAST_CHECKPOINT, detector=TinyDetector())
+    plain = tmp_path / "plain"
+    train(load_config(None, tiny_config_overrides(fake_root, plain) + ["train.epochs=1"]), detector=TinyDetector())
+    with pytest.raises(Add3dError, match="written without a weight average"):
+        train(load_config(None, tiny_config_overrides(fake_root, plain) + ["train.epochs=2", "train.ema_decay=0.9"]),
+              resume=plain / LAST_CHECKPOINT, detector=TinyDetector())

@@ -6,6 +6,8 @@ Layout (docs/DESIGN.md): ``model`` is the deployable detector's state dict -- wh
 the current epoch, for mid-epoch checkpoints), ``global_step``, ``rng``, ``best_metric``, and
 ``module_extra``: trainable state of the training module outside the detector (e.g. ADD's adapters),
 and ``input_spec``: the input the model was trained on (add3d.distill.teacher_input.InputSpec).
+With ``train.ema_decay``, ``model`` is the weight average and ``training_model`` / ``ema_updates``
+the trained weights and the number of averaged steps, to resume.
 """
 
 from __future__ import annotations

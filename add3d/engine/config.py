@@ -63,6 +63,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the detectors' forward (the loss stays eager)
     compile_backend: str = "inductor"  # torch.compile backend (e.g. aot_eager: graph capture without codegen)
     grad_clip: float | None = None  # max gradient L2 norm; null = no clipping
+    # Validate and save an exponential moving average of the weights (e.g. 0.998: ~500 steps); null = off.
+    # Checkpoints then hold the average as `model` (what eval / predict / a teacher load) and the
+    # trained weights as `training_model` (to resume).
+    ema_decay: float | None = None
     eval_every: int = 10  # validate every N epochs and after the last; 0 = only after the last; -1 = never
     checkpoint_every_steps: int = 0  # also write `last` every N steps inside an epoch (0 = per epoch only)
     out_dir: str = "runs/monodle_kitti"

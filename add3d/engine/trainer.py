@@ -32,6 +32,7 @@ from add3d.engine.checkpoints import (
     load_checkpoint,
     load_detector_weights,
     load_module_state,
+    load_weights_strictly,
     module_extra_state,
     read_model_state,
     save_checkpoint,
@@ -62,6 +63,7 @@ from add3d.engine.precision import amp_dtype, autocast, build_grad_scaler
 from add3d.engine.probes import depth_probes, format_probes
 from add3d.engine.run_folder import check_run_folder, discarded_if_no_checkpoint, move_earlier_run
 from add3d.engine.seed import capture_rng_state, restore_rng_state, seed_everything
+from add3d.engine.weight_ema import build_weight_ema
 from add3d.errors import Add3dError
 from add3d.fileio import atomic_write_text
 from add3d.models import build_detector
@@ -125,9 +127,12 @@ def compile_detectors(module: torch.nn.Module, backend: str, device: torch.devic
             network.compile(backend=backend)
 
 
-def checkpoint_state(module, optimizer, scheduler, scaler, state: TrainState, cfg: Config) -> dict:
+def checkpoint_state(module, optimizer, scheduler, scaler, state: TrainState, cfg: Config, ema=None) -> dict:
+    detector = unwrap_model(module).detector
+    averaged = {} if ema is None else {"training_model": detector.state_dict(), "ema_updates": int(ema.n_averaged)}
     return {
-        "model": unwrap_model(module).detector.state_dict(),
+        "model": (detector if ema is None else ema.module).state_dict(),  # the weights to evaluate and deploy
+        **averaged,
         "module_extra": module_extra_state(unwrap_model(module)),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -142,11 +147,19 @@ def checkpoint_state(module, optimizer, scheduler, scaler, state: TrainState, cf
     }
 
 
-def restore_checkpoint(path: str | Path, module, optimizer, scheduler, scaler) -> TrainState:
+def restore_checkpoint(path: str | Path, module, optimizer, scheduler, scaler, ema=None) -> TrainState:
     checkpoint = load_checkpoint(path)
     missing = [key for key in ("model", "optimizer", "scheduler", "epoch", "rng") if key not in checkpoint]
     if missing:
         raise Add3dError(f"{path}: cannot resume, the checkpoint lacks {missing}")
+    if (ema is not None) != ("training_model" in checkpoint):
+        written = "with" if "training_model" in checkpoint else "without"
+        raise Add3dError(f"{path}: cannot resume, the run was written {written} a weight average (train.ema_decay); "
+                         "resume with the run's own train.ema_decay")
+    if ema is not None:
+        load_weights_strictly(ema.module, checkpoint["model"], path)
+        ema.n_averaged.fill_(int(checkpoint["ema_updates"]))
+        checkpoint = {**checkpoint, "model": checkpoint["training_model"]}
     load_module_state(unwrap_model(module), checkpoint, path)
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
@@ -344,6 +357,8 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
         module = module.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest conv algorithms once
+    # Made before compiling: the average stays an eager copy of the detector.
+    ema = build_weight_ema(module.detector, cfg.train.ema_decay) if cfg.train.ema_decay else None
     if cfg.train.compile:
         compile_detectors(module, cfg.train.compile_backend, device)
     optimizer = build_optimizer(module, cfg.optim)
@@ -352,7 +367,7 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
     scaler = build_grad_scaler(dtype, device)
     state = TrainState()
     if resume is not None:
-        state = restore_checkpoint(resume, module, optimizer, scheduler, scaler)
+        state = restore_checkpoint(resume, module, optimizer, scheduler, scaler, ema)
         if ctx.is_main and not quiet:
             print(f"resumed from {resume}: epoch {state.epoch}, step {state.step_in_epoch} of the epoch")
     if ctx.is_main:  # set up without error: only now the run folder is touched
@@ -383,7 +398,7 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
 
     def save(name: str) -> None:
         if ctx.is_main:
-            save_checkpoint(out_dir / name, checkpoint_state(model, optimizer, scheduler, scaler, state, cfg))
+            save_checkpoint(out_dir / name, checkpoint_state(model, optimizer, scheduler, scaler, state, cfg, ema))
 
     last_metrics: dict = {}
     last_probes: dict = {}
@@ -405,6 +420,8 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
                        desc=f"epoch {epoch + 1}/{cfg.train.epochs}", enabled=ctx.is_main and not quiet)
         for group in bar:
             finite, values, names = train_step(model, group, optimizer, scaler, cfg, ctx, device, dtype)
+            if ema is not None:
+                ema.update_parameters(detector)
             state.step_in_epoch += 1
             state.global_step += 1
             window.add(finite, values)
@@ -451,7 +468,8 @@ def _train(cfg: Config, resume: str | Path | None, detector: torch.nn.Module | N
         final = state.epoch == cfg.train.epochs
         if validating and (final or (cfg.train.eval_every > 0 and state.epoch % cfg.train.eval_every == 0)):
             # The depth-input probes cost two more passes: only at the end of the run.
-            results, probes = validate(detector, val_loader, val_set, ground_truth, device, cfg, perturb=final)
+            evaluated = detector if ema is None else ema.module
+            results, probes = validate(evaluated, val_loader, val_set, ground_truth, device, cfg, perturb=final)
             last_metrics = flat_metrics(results)
             last_probes = probes
             value = metric_value(results, cfg.train.best_metric)
