@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def gradient_shares(run: Path, batches: int) -> dict:
     return {name: round(value, 4) for name, value in norms.items()}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--max-frames", type=int, default=250)
@@ -133,10 +134,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    missing = [run for run in args.runs if not (run / "checkpoint_last.pth").is_file()]
+    if missing:  # before any work: a mistyped run folder must not shorten the report unnoticed
+        print(f"error: {missing[0] / 'checkpoint_last.pth'}: no such file (not a finished run folder)", file=sys.stderr)
+        return 2
     report = {}
     for run in args.runs:
-        if not (run / "checkpoint_last.pth").is_file():
-            continue
         with tempfile.TemporaryDirectory() as scratch:
             report[run.name] = {} if args.grads_only else object_errors(run, args.max_frames, Path(scratch))
             if not args.grads_only and not args.no_probes:
@@ -144,7 +147,8 @@ def main() -> None:
         if args.grads or args.grads_only:
             report[run.name]["gradient_norms"] = gradient_shares(run, args.grad_batches)
     print(json.dumps(report, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -91,3 +91,16 @@ def test_a_broken_record_is_one_line_naming_it(bench, tmp_path, capsys, text, pr
         bench.sync_records(tmp_path / "out", records, "gupnet", tmp_path)
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip() == f"error: {records / 'baseline_s0.json'}: {problem}"
+
+
+def test_diagnostics_refuse_a_folder_without_a_checkpoint(tmp_path, capsys, monkeypatch):
+    """A mistyped run folder is an error before any work, not a silently shorter report."""
+    spec = importlib.util.spec_from_file_location("add_diagnostics", SCRIPT.parent / "add_diagnostics.py")
+    diagnostics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnostics)
+    (tmp_path / "baseline_s0").mkdir()
+    monkeypatch.setattr("sys.argv", ["add_diagnostics.py", str(tmp_path / "baseline_s0")])
+    assert diagnostics.main() == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: {tmp_path / 'baseline_s0' / 'checkpoint_last.pth'}: no such file (not a finished run folder)\n"
