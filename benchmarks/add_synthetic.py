@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -85,13 +86,22 @@ def git_commit() -> str:
     return (head or "unknown") + ("+dirty" if dirty.strip() else "")
 
 
+def same_to_2_decimals(recorded: float, measured: float | None) -> bool:
+    """Equal after rounding; NaN (e.g. "no car matched with depth zeroed") reproduces NaN."""
+    if measured is None:
+        return False
+    if math.isnan(recorded) or math.isnan(measured):
+        return math.isnan(recorded) and math.isnan(measured)
+    return round(float(measured), 2) == round(float(recorded), 2)
+
+
 def agree(recorded: dict, measured: dict) -> list[str]:
     """Names of the recorded AP/probe values that ``measured`` does not reproduce to 2 decimals."""
     differ = []
     for section in ("last_metrics", "last_probes"):
         for key, value in recorded.get(section, {}).items():
             other = measured.get(section, {}).get(key)
-            if isinstance(value, (int, float)) and (other is None or round(float(other), 2) != round(float(value), 2)):
+            if isinstance(value, (int, float)) and not same_to_2_decimals(value, other):
                 differ.append(f"{section}.{key}: recorded {value}, measured {other}")
     return differ
 

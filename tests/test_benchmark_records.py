@@ -67,6 +67,17 @@ def test_a_rerun_must_reproduce_its_record(bench, tmp_path, capsys):
     assert str(out / "teacher_s0" / "metrics.json") in error and "recorded 22.28, measured 23.86" in error
 
 
+def test_nan_probes_reproduce_nan(bench):
+    """A teacher with depth zeroed matches no car: its probe is NaN in the record and in the rerun."""
+    nan = float("nan")
+    recorded = {"last_metrics": {"Car/3d/R40/moderate": 27.351}, "last_probes": {"zeroed_depth_mae_m": nan}}
+    assert bench.agree(recorded, {"last_metrics": {"Car/3d/R40/moderate": 27.35}, "last_probes": {"zeroed_depth_mae_m": nan}}) == []
+    assert bench.agree(recorded, {"last_metrics": {"Car/3d/R40/moderate": 27.35}, "last_probes": {"zeroed_depth_mae_m": 6.25}}) == [
+        "last_probes.zeroed_depth_mae_m: recorded nan, measured 6.25"]
+    assert bench.agree({"last_probes": {"depth_mae_m": 1.2}}, {"last_probes": {"depth_mae_m": nan}}) == [
+        "last_probes.depth_mae_m: recorded 1.2, measured nan"]
+
+
 def test_depth_table_means_and_one_sided_p(bench):
     def figures(median: float) -> dict:
         return {"car_depth_median_m": median, "car_within_1m": 0.5, "depth_mae_m": 2.0}
