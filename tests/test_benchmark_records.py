@@ -9,15 +9,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "add_synthetic.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    """A benchmarks/ script as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("add_synthetic", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("add_synthetic")
 
 
 def finished_run(out: Path, name: str, moderate: float, teacher: str | None = None) -> None:
@@ -106,9 +111,7 @@ def test_a_broken_record_is_one_line_naming_it(bench, tmp_path, capsys, text, pr
 
 def test_diagnostics_refuse_a_folder_without_a_checkpoint(tmp_path, capsys, monkeypatch):
     """A mistyped run folder is an error before any work, not a silently shorter report."""
-    spec = importlib.util.spec_from_file_location("add_diagnostics", SCRIPT.parent / "add_diagnostics.py")
-    diagnostics = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(diagnostics)
+    diagnostics = load_script("add_diagnostics")
     (tmp_path / "baseline_s0").mkdir()
     monkeypatch.setattr("sys.argv", ["add_diagnostics.py", str(tmp_path / "baseline_s0")])
     assert diagnostics.main() == 2
