@@ -8,6 +8,11 @@ augmentation, at the ground-truth object centres (`targets["indices"]`, `mask_3d
 - cars: the median depth error (metres and relative) and the share within 1 m over all labelled cars,
   the same set for every run (the probes below each use their own matched detections).
 (Each detector's depth is the one its decoding would give an object peaking there: MonoDetector.object_depth.)
+The cars' median error is also split by true depth (``car_depth_median_by_range_m``): where a
+model's depth error sits (on the synthetic benchmark, far cars dominate it).
+``--lidar-readout``: a hand-written read-out of the same LiDAR map a depth teacher is given (the
+window around each car's projected 3D centre, plus one offset fitted on training cars), scored on
+the same cars: how much of the depth error a model that reads its input could remove.
 For every run, any detector: the depth probes of add3d/engine/probes.py on matched Car detections
 (depth MAE / median / share within 1 m; for RGB+depth models also the sensitivity to depth x1.2 and
 the error with depth zeroed), ``probes`` in the output.
@@ -24,7 +29,9 @@ Prints one JSON object {run: {...}}. Runs are folders with config.yaml and check
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from add3d.data.loader import build_loader
-from add3d.data.mono_dataset import build_mono_dataset
+from add3d.data.mono_dataset import MonoDataset, build_mono_dataset
 from add3d.distill.wrapper import student_gradient_norms
 from add3d.engine.checkpoints import load_checkpoint, load_module_state
 from add3d.engine.config import load_config
@@ -43,18 +50,39 @@ from add3d.engine.probes import depth_probes
 from add3d.engine.trainer import build_training_module
 
 
+# True-depth ranges (metres) the cars' median depth error is split by.
+CAR_DEPTH_RANGES_M = ((0.0, 15.0), (15.0, 25.0), (25.0, 35.0), (35.0, 50.0), (50.0, math.inf))
+# LiDAR read-outs: name -> (window side in input pixels, how the window's valid depths are reduced).
+LIDAR_READOUTS = {"lidar_median_5px": (5, "median"), "lidar_mean_13px": (13, "mean")}
+
+
+def first_frames(data_cfg, split: str, max_frames: int, scratch: Path, with_depth: bool, classes) -> MonoDataset:
+    """The dataset of the first ``max_frames`` frames of ``split``, without augmentation."""
+    ids = build_mono_dataset(data_cfg, split, augment=False, with_depth=with_depth, classes=classes).ids[:max_frames]
+    subset = scratch / f"{Path(split).stem}_{len(ids)}.txt"  # the loader wants a whole dataset: a split of those frames
+    subset.write_text("".join(f"{frame_id}\n" for frame_id in ids))
+    return build_mono_dataset(data_cfg, str(subset), augment=False, with_depth=with_depth, classes=classes)
+
+
 def load_run(run: Path, max_frames: int, scratch: Path):
     """(config, detector with its checkpoint's input spec, the first max_frames validation frames, their labels)."""
     cfg = load_config(run / "config.yaml", training=False)
     detector = load_detector(cfg, run / "checkpoint_last.pth", torch.device("cpu"))
     with_depth = detector.input_spec.kind == "rgbd"
-    ids = build_mono_dataset(cfg.data, cfg.data.val_split, augment=False, with_depth=with_depth,
-                             classes=cfg.model.classes).ids[:max_frames]
-    split = scratch / f"{run.name}_val_{len(ids)}.txt"  # the loader wants a whole dataset: a split of those frames
-    split.write_text("".join(f"{frame_id}\n" for frame_id in ids))
-    dataset = build_mono_dataset(cfg.data, str(split), augment=False, with_depth=with_depth, classes=cfg.model.classes)
+    dataset = first_frames(cfg.data, cfg.data.val_split, max_frames, scratch, with_depth, cfg.model.classes)
     truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
     return cfg, detector, dataset, truth
+
+
+def median_by_range(errors: torch.Tensor, truth: torch.Tensor) -> dict[str, dict]:
+    """The median of ``errors`` (one per car) in each range of true depth ``truth`` (CAR_DEPTH_RANGES_M)."""
+    report = {}
+    for low, high in CAR_DEPTH_RANGES_M:
+        inside = (truth >= low) & (truth < high)
+        name = f"{low:g}-{high:g}" if math.isfinite(high) else f"{low:g}+"
+        median = round(float(errors[inside].median()), 3) if inside.any() else float("nan")
+        report[name] = {"cars": int(inside.sum()), "median_m": median}
+    return report
 
 
 @torch.no_grad()
@@ -62,7 +90,7 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
     _, detector, dataset, _ = load_run(run, max_frames, scratch)
     loader = build_loader(dataset, 8, 0)
     abs_error, rel_error, scores, count = 0.0, 0.0, 0.0, 0
-    car_errors, car_relative = [], []  # per Car object, for the medians
+    car_errors, car_relative, car_truth = [], [], []  # per Car object, for the medians
     car_id = list(dataset.classes).index("Car") if "Car" in dataset.classes else -1
     for batch in tqdm(loader, desc=run.name, leave=False):
         targets = batch["targets"]
@@ -74,6 +102,7 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
         abs_error += (depth - truth).abs()[mask].sum().item()
         cars = mask & (targets["cls_ids"] == car_id)
         car_errors.append((depth - truth).abs()[cars])
+        car_truth.append(truth[cars])
         car_relative.append(((depth - truth).abs() / truth.clamp(min=1e-3))[cars])
         rel_error += ((depth - truth).abs() / truth.clamp(min=1e-3))[mask].sum().item()
         heat = torch.sigmoid(outputs["heatmap"]).flatten(2)  # B x C x hw
@@ -83,7 +112,7 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
         scores += own_class[targets["mask_2d"] > 0].sum().item()
         count += int(mask.sum())
     objects_2d = max(count, 1)
-    car_errors, car_relative = torch.cat(car_errors), torch.cat(car_relative)
+    car_errors, car_relative, car_truth = torch.cat(car_errors), torch.cat(car_relative), torch.cat(car_truth)
     return {
         "objects": count,
         "depth_mae_m": round(abs_error / objects_2d, 3),
@@ -94,7 +123,68 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
         "car_depth_median_m": round(float(car_errors.median()), 3) if len(car_errors) else float("nan"),
         "car_depth_median_rel": round(float(car_relative.median()), 4) if len(car_relative) else float("nan"),
         "car_within_1m": round(float((car_errors < 1.0).float().mean()), 3) if len(car_errors) else float("nan"),
+        "car_depth_median_by_range_m": median_by_range(car_errors, car_truth),
     }
+
+
+def window_readout(depth: torch.Tensor, centres: torch.Tensor, side: int, reduce: str) -> torch.Tensor:
+    """Read a depth map around points: ``depth`` B x 1 x H x W (0 = no LiDAR), ``centres`` B x M x 2
+    pixel (x, y); returns B x M, the median or mean of the valid depths in the side x side window
+    centred on each point's pixel (NaN where the window holds none)."""
+    radius = side // 2
+    padded = torch.nn.functional.pad(depth[:, 0].masked_fill(depth[:, 0] <= 0, float("nan")),
+                                     (radius, radius, radius, radius), value=float("nan"))
+    steps = torch.arange(side)
+    x = centres[..., 0].round().long().clamp(0, depth.shape[-1] - 1)  # padded index of the window's left edge
+    y = centres[..., 1].round().long().clamp(0, depth.shape[-2] - 1)
+    rows = (y[..., None, None] + steps[:, None]).expand(*y.shape, side, side)
+    cols = (x[..., None, None] + steps[None, :]).expand(*x.shape, side, side)
+    images = torch.arange(depth.shape[0])[:, None, None, None].expand_as(rows)
+    windows = padded[images, rows, cols].flatten(-2)  # B x M x side^2
+    return windows.nanmedian(-1).values if reduce == "median" else windows.nanmean(-1)
+
+
+def readout_car_errors(dataset, side: int, reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(read-out minus true depth, true depth) at every labelled car of ``dataset`` (with depth)."""
+    car_id = list(dataset.classes).index("Car")
+    signed, truths = [], []
+    for batch in build_loader(dataset, 8, 0):
+        targets = batch["targets"]
+        # The projected 3D centre, in input pixels: its stride-4 cell plus the 3D offset target.
+        width = batch["image"].shape[-1] // dataset.stride
+        cell = torch.stack([targets["indices"] % width, targets["indices"] // width], -1).float()
+        centres = (cell + targets["offset_3d"]) * dataset.stride
+        read = window_readout(batch["depth"], centres, side, reduce)
+        truth = targets["depth"][..., 0]
+        cars = (targets["mask_3d"] > 0) & (targets["cls_ids"] == car_id) & read.isfinite()
+        signed.append((read - truth)[cars])
+        truths.append(truth[cars])
+    return torch.cat(signed), torch.cat(truths)
+
+
+def lidar_readout(run: Path, max_frames: int, scratch: Path) -> dict:
+    """Each LIDAR_READOUTS read-out of the run's LiDAR input (LiDAR with the run's depth_fill for an
+    RGB run): one offset (the median of true minus read depth on the first ``max_frames`` training
+    cars: LiDAR hits the surface, the label is the centre) applied to the validation cars."""
+    cfg = load_config(run / "config.yaml", training=False)
+    data_cfg = cfg.data if cfg.data.depth_source is not None else dataclasses.replace(cfg.data, depth_source="lidar")
+    classes = cfg.model.classes
+    train = first_frames(data_cfg, data_cfg.train_split, max_frames, scratch, True, classes)
+    val = first_frames(data_cfg, data_cfg.val_split, max_frames, scratch, True, classes)
+    report = {}
+    for name, (side, reduce) in LIDAR_READOUTS.items():
+        train_signed, _ = readout_car_errors(train, side, reduce)
+        offset = -float(train_signed.median())
+        signed, truth = readout_car_errors(val, side, reduce)
+        errors = (signed + offset).abs()
+        report[name] = {
+            "offset_m": round(offset, 3),
+            "cars": len(errors),  # cars whose window holds LiDAR
+            "car_depth_median_m": round(float(errors.median()), 3),
+            "car_within_1m": round(float((errors < 1.0).float().mean()), 3),
+            "car_depth_median_by_range_m": median_by_range(errors, truth),
+        }
+    return report
 
 
 def probes(run: Path, max_frames: int, scratch: Path, score_threshold: float | None = None) -> dict:
@@ -131,6 +221,8 @@ def main() -> int:
     parser.add_argument("--no-probes", action="store_true", help="skip the depth probes (add3d.engine.probes)")
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="probe the detections above this score (default: each run's model.score_threshold)")
+    parser.add_argument("--lidar-readout", action="store_true",
+                        help="also the LiDAR read-outs of the same cars (a property of the data, not of the model)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -144,6 +236,8 @@ def main() -> int:
             report[run.name] = {} if args.grads_only else object_errors(run, args.max_frames, Path(scratch))
             if not args.grads_only and not args.no_probes:
                 report[run.name]["probes"] = probes(run, args.max_frames, Path(scratch), args.score_threshold)
+            if args.lidar_readout:
+                report[run.name]["lidar_readout"] = lidar_readout(run, args.max_frames, Path(scratch))
         if args.grads or args.grads_only:
             report[run.name]["gradient_norms"] = gradient_shares(run, args.grad_batches)
     print(json.dumps(report, indent=2))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -118,3 +120,30 @@ def test_diagnostics_refuse_a_folder_without_a_checkpoint(tmp_path, capsys, monk
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"error: {tmp_path / 'baseline_s0' / 'checkpoint_last.pth'}: no such file (not a finished run folder)\n"
+
+
+def test_diagnostics_split_the_car_depth_error_by_true_depth():
+    diagnostics = load_script("add_diagnostics")
+    truth = torch.tensor([5.0, 10.0, 20.0, 30.0, 31.0, 60.0])
+    errors = torch.tensor([0.1, 0.3, 1.0, 2.0, 4.0, 9.0])
+    by_range = diagnostics.median_by_range(errors, truth)
+    assert list(by_range) == ["0-15", "15-25", "25-35", "35-50", "50+"]
+    assert by_range["0-15"] == {"cars": 2, "median_m": 0.1}  # torch's median of an even count: the lower one
+    assert by_range["15-25"] == {"cars": 1, "median_m": 1.0}
+    assert by_range["25-35"] == {"cars": 2, "median_m": 2.0}
+    assert by_range["35-50"]["cars"] == 0 and math.isnan(by_range["35-50"]["median_m"])
+    assert by_range["50+"] == {"cars": 1, "median_m": 9.0}
+
+
+def test_the_lidar_readout_reads_the_window_around_each_point():
+    diagnostics = load_script("add_diagnostics")
+    depth = torch.zeros(2, 1, 20, 30)  # 0 = no LiDAR
+    depth[0, 0, 8:13, 3:8] = torch.arange(25.0).reshape(5, 5) + 1  # a 5x5 patch centred on (x 5, y 10)
+    depth[1, 0, 0, 0] = 7.0
+    centres = torch.tensor([[[5.2, 9.8], [25.0, 15.0]], [[1.0, 1.0], [0.0, 0.0]]])
+    median = diagnostics.window_readout(depth, centres, 5, "median")
+    assert median[0, 0].item() == 13.0  # the patch's median (1..25)
+    assert math.isnan(median[0, 1].item())  # no LiDAR in that window
+    assert median[1].tolist() == [7.0, 7.0]  # the one valid pixel, also from a window past the border
+    mean = diagnostics.window_readout(depth, centres[:, :1], 3, "mean")
+    assert mean[0, 0].item() == pytest.approx((7 + 8 + 9 + 12 + 13 + 14 + 17 + 18 + 19) / 9)
