@@ -224,9 +224,25 @@ def versus_baseline(by_group: dict[str, list[float]]) -> dict[str, dict]:
     }
 
 
+def recorded(values) -> list[float]:
+    """The values that were measured: a transcribed record may lack a figure (NaN in ``car_ap``)."""
+    return [value for value in values if not math.isnan(value)]
+
+
 def mean_std(stats: dict) -> str:
-    """'mean ± std', or the single value of a one-run group (no spread was measured)."""
+    """'mean ± std', the single value of a one-run group (no spread was measured), or '–' (none recorded)."""
+    if not stats:
+        return "–"
     return f"{stats['mean']:.2f} ± {stats['std']:.2f}" if stats["n"] > 1 else f"{stats['mean']:.2f}"
+
+
+def partial(stats: dict, runs: int) -> str:
+    """' (k of n)' when only k of a group's n runs recorded the figure."""
+    return f" ({stats['n']} of {runs})" if stats and stats["n"] < runs else ""
+
+
+def mean_of(stats: dict, runs: int) -> str:
+    return (f"{stats['mean']:.2f}" if stats else "–") + partial(stats, runs)
 
 
 def markdown_table(table: dict[str, dict[str, float]], versus: dict[str, dict[str, dict]]) -> str:
@@ -247,19 +263,25 @@ def markdown_table(table: dict[str, dict[str, float]], versus: dict[str, dict[st
         moderate = [ap["moderate"] for _, ap in runs]
         stats = describe(moderate)
         per_seed = ", ".join(f"s{seed}: {ap['moderate']:.2f}" for seed, ap in runs)
-        easy = statistics.fmean(ap["easy"] for _, ap in runs)
-        hard = statistics.fmean(ap["hard"] for _, ap in runs)
+        easy = describe(recorded(ap["easy"] for _, ap in runs))
+        hard = describe(recorded(ap["hard"] for _, ap in runs))
         moderate_versus = versus.get("moderate", {}).get(group)
         gain = f"{moderate_versus['mean_gain']:+.2f} (p = {moderate_versus['p_one_sided']:.3f})" if moderate_versus else ""
         secondary = []
         for kind in SECONDARY:
-            kind_stats = describe([ap[f"{kind}_moderate"] for _, ap in runs])
+            kind_stats = describe(recorded(ap[f"{kind}_moderate"] for _, ap in runs))
             kind_versus = versus.get(f"{kind}_moderate", {}).get(group)
-            cell = mean_std(kind_stats)
+            cell = mean_std(kind_stats) + partial(kind_stats, len(runs))
             secondary.append(cell + (f" (p = {kind_versus['p_one_sided']:.3f})" if kind_versus else ""))
-        lines.append(f"| {group} | {len(runs)} | {mean_std(stats)} | {per_seed} | {easy:.2f} | {hard:.2f} | {gain} "
+        lines.append(f"| {group} | {len(runs)} | {mean_std(stats)} | {per_seed} | {mean_of(easy, len(runs))} | {mean_of(hard, len(runs))} | {gain} "
                      f"| {' | '.join(secondary)} |")
     return "\n".join(lines) + "\n"
+
+
+def figure(values: dict, key: str, spec: str) -> str:
+    """One table cell: ``values[key]`` formatted, or blank for a probe the run did not record (an RGB
+    model has no sensitivity; a transcribed record keeps only some figures)."""
+    return format(values[key], spec) if key in values else ""
 
 
 def probe_table(probes: dict[str, dict]) -> str:
@@ -267,9 +289,10 @@ def probe_table(probes: dict[str, dict]) -> str:
     lines = ["| run | matched cars | depth MAE (m) | median (m) | within 1 m | median relative | sensitivity x1.2 | MAE, depth zeroed (m) |",
              "|---|---|---|---|---|---|---|---|"]
     for name, p in sorted(probes.items()):
-        extra = (f"{p['sensitivity']:.2f} | {p['zeroed_depth_mae_m']:.2f}" if "sensitivity" in p else " | ")
-        lines.append(f"| {name} | {p['matched']} | {p['depth_mae_m']:.2f} | {p['depth_median_m']:.2f} | {p['within_1m']:.2f} "
-                     f"| {p['depth_median_rel']:.3f} | {extra} |")
+        cells = [figure(p, "matched", "d"), figure(p, "depth_mae_m", ".2f"), figure(p, "depth_median_m", ".2f"),
+                 figure(p, "within_1m", ".2f"), figure(p, "depth_median_rel", ".3f"), figure(p, "sensitivity", ".2f"),
+                 figure(p, "zeroed_depth_mae_m", ".2f")]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -380,7 +403,8 @@ def main() -> int:
     by_group: dict[str, dict[str, list[float]]] = {}
     for name, ap in table.items():
         for key, value in ap.items():
-            by_group.setdefault(key, {}).setdefault(group_of(name), []).append(value)
+            values = by_group.setdefault(key, {}).setdefault(group_of(name), [])
+            values.extend(recorded([value]))
     summary = {
         "metric": f"{METRIC} (last epoch, validation split); *_moderate: Car/<kind>/R40/moderate",
         "runs": table,

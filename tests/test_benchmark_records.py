@@ -147,3 +147,16 @@ def test_the_lidar_readout_reads_the_window_around_each_point():
     assert median[1].tolist() == [7.0, 7.0]  # the one valid pixel, also from a window past the border
     mean = diagnostics.window_readout(depth, centres[:, :1], 3, "mean")
     assert mean[0, 0].item() == pytest.approx((7 + 8 + 9 + 12 + 13 + 14 + 17 + 18 + 19) / 9)
+
+
+def test_a_transcribed_record_without_some_figures_is_summarised_on_the_figures_it_has(bench):
+    """Records transcribed from notes may keep only AP3D moderate: the other cells say how many runs had them."""
+    full = {"easy": 30.0, "moderate": 20.0, "hard": 18.0, "bev_moderate": 25.0, "2d_moderate": 40.0}
+    nan = float("nan")
+    partial = {"easy": nan, "moderate": 24.0, "hard": nan, "bev_moderate": nan, "2d_moderate": nan}
+    table = bench.markdown_table({"add_s0": full, "add_s1": partial, "teacher_s0": partial}, {})
+    add, teacher = table.splitlines()[2:4]
+    assert add == "| add | 2 | 22.00 ± 2.83 | s0: 20.00, s1: 24.00 | 30.00 (1 of 2) | 18.00 (1 of 2) |  | 25.00 (1 of 2) | 40.00 (1 of 2) |"
+    assert teacher == "| teacher | 1 | 24.00 | s0: 24.00 | – | – |  | – | – |"
+    probes = bench.probe_table({"teacher_s0": {"sensitivity": 0.76}})
+    assert probes.splitlines()[2] == "| teacher_s0 |  |  |  |  |  | 0.76 |  |"
