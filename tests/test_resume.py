@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -32,13 +31,6 @@ def run_overrides(root, out):
     return tiny_config_overrides(root, out) + ["train.epochs=3", "train.checkpoint_every_steps=2", "optim.lr=0.01"]
 
 
-def logged_steps(out: Path) -> int:
-    path = out / "train_log.jsonl"
-    if not path.is_file():
-        return 0
-    return sum(1 for line in path.read_text().splitlines() if '"kind": "step"' in line)
-
-
 @pytest.mark.parametrize("extra", [[], ["train.ema_decay=0.8"]], ids=["plain", "weight_average"])
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(fake_root, tmp_path, extra):
     def overrides(root, out):  # the module's, plus this case's
@@ -49,16 +41,11 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(fake_root, tmp_
     reference = load_checkpoint(reference_out / LAST_CHECKPOINT)
 
     out = tmp_path / "killed"
-    env = {**os.environ, "ADD3D_TEST_STEP_SLEEP": "0.3"}  # slow steps so the kill lands mid-run
+    env = {**os.environ, "ADD3D_TEST_KILL_AT_STEP": "6"}  # killed inside step 6: mid-epoch 2, after step 4's checkpoint
     process = subprocess.Popen([sys.executable, str(HELPER), "none", *overrides(fake_root, out)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        while logged_steps(out) < 5 and process.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert process.poll() is None, "training finished before it could be killed"
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        process.wait(timeout=300)
     finally:
         if process.poll() is None:
             process.kill()
