@@ -144,22 +144,25 @@ def window_readout(depth: torch.Tensor, centres: torch.Tensor, side: int, reduce
     return windows.nanmedian(-1).values if reduce == "median" else windows.nanmean(-1)
 
 
-def readout_car_errors(dataset, side: int, reduce: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(read-out minus true depth, true depth) at every labelled car of ``dataset`` (with depth)."""
+def readout_car_errors(dataset) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{read-out: (read-out minus true depth, true depth)} at every labelled car of ``dataset`` (with
+    depth), for every LIDAR_READOUTS read-out in one pass over the frames."""
     car_id = list(dataset.classes).index("Car")
-    signed, truths = [], []
+    signed = {name: [] for name in LIDAR_READOUTS}
+    truths = {name: [] for name in LIDAR_READOUTS}
     for batch in build_loader(dataset, 8, 0):
         targets = batch["targets"]
         # The projected 3D centre, in input pixels: its stride-4 cell plus the 3D offset target.
         width = batch["image"].shape[-1] // dataset.stride
         cell = torch.stack([targets["indices"] % width, targets["indices"] // width], -1).float()
         centres = (cell + targets["offset_3d"]) * dataset.stride
-        read = window_readout(batch["depth"], centres, side, reduce)
         truth = targets["depth"][..., 0]
-        cars = (targets["mask_3d"] > 0) & (targets["cls_ids"] == car_id) & read.isfinite()
-        signed.append((read - truth)[cars])
-        truths.append(truth[cars])
-    return torch.cat(signed), torch.cat(truths)
+        for name, (side, reduce) in LIDAR_READOUTS.items():
+            read = window_readout(batch["depth"], centres, side, reduce)
+            cars = (targets["mask_3d"] > 0) & (targets["cls_ids"] == car_id) & read.isfinite()
+            signed[name].append((read - truth)[cars])
+            truths[name].append(truth[cars])
+    return {name: (torch.cat(signed[name]), torch.cat(truths[name])) for name in LIDAR_READOUTS}
 
 
 def lidar_readout(run: Path, max_frames: int, scratch: Path) -> dict:
@@ -169,13 +172,12 @@ def lidar_readout(run: Path, max_frames: int, scratch: Path) -> dict:
     cfg = load_config(run / "config.yaml", training=False)
     data_cfg = cfg.data if cfg.data.depth_source is not None else dataclasses.replace(cfg.data, depth_source="lidar")
     classes = cfg.model.classes
-    train = first_frames(data_cfg, data_cfg.train_split, max_frames, scratch, True, classes)
-    val = first_frames(data_cfg, data_cfg.val_split, max_frames, scratch, True, classes)
+    train = readout_car_errors(first_frames(data_cfg, data_cfg.train_split, max_frames, scratch, True, classes))
+    val = readout_car_errors(first_frames(data_cfg, data_cfg.val_split, max_frames, scratch, True, classes))
     report = {}
-    for name, (side, reduce) in LIDAR_READOUTS.items():
-        train_signed, _ = readout_car_errors(train, side, reduce)
-        offset = -float(train_signed.median())
-        signed, truth = readout_car_errors(val, side, reduce)
+    for name in LIDAR_READOUTS:
+        offset = -float(train[name][0].median())
+        signed, truth = val[name]
         errors = (signed + offset).abs()
         report[name] = {
             "offset_m": round(offset, 3),

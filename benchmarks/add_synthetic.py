@@ -403,8 +403,8 @@ def main() -> int:
     by_group: dict[str, dict[str, list[float]]] = {}
     for name, ap in table.items():
         for key, value in ap.items():
-            values = by_group.setdefault(key, {}).setdefault(group_of(name), [])
-            values.extend(recorded([value]))
+            if not math.isnan(value):  # a figure a transcribed record lacks is not a value
+                by_group.setdefault(key, {}).setdefault(group_of(name), []).append(value)
     summary = {
         "metric": f"{METRIC} (last epoch, validation split); *_moderate: Car/<kind>/R40/moderate",
         "runs": table,
