@@ -42,6 +42,8 @@ from add3d.viz.report import plot_pr_curves, plot_side_by_side, plot_teacher_inp
 # 0.074 and 0.078 against this teacher's 0.054 (baseline 0.087): this budget is the best tried.
 # The same training code on a second machine of the same kind gave 4.02 / 2.87 / 1.96 and 0.067 against 0.079
 # (0.85x): machine numerics over 720 steps move these single-seed figures that much.
+# Seven single levers at this budget (loss weight, lr, batch, jitter, fill, pooled depth) left the
+# ratio at 0.58-0.87x: docs/RESULTS.md, "The demo's teacher".
 FULL = {"frames": 640, "epochs": {"baseline": 12, "teacher": 12, "add": 12},
         "milestones": {"baseline": 7, "teacher": 7, "add": 7}}
 QUICK = {"frames": 64, "epochs": {"baseline": 1, "teacher": 1, "add": 1}, "milestones": {}}
