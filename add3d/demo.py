@@ -25,7 +25,7 @@ from add3d.data.synthetic import generate_dataset
 from add3d.engine.checkpoints import load_checkpoint
 from add3d.engine.config import config_to_dict, load_config, shipped_configs_dir
 from add3d.engine.inference import evaluate_predictions, load_detector, predict_split, resolve_device, write_predictions
-from add3d.engine.probes import depth_probes, format_probes
+from add3d.engine.probes import common_depth_errors, depth_probes, format_probes, match_depths
 from add3d.engine.trainer import LAST_CHECKPOINT, train
 from add3d.errors import Add3dError
 from add3d.fileio import atomic_write_text
@@ -336,6 +336,12 @@ def probe_models(cfgs: dict, checkpoints: dict, predictions: dict) -> dict[str, 
         report[model] = depth_probes(detector, build_loader(dataset, cfg.train.batch_size, 0), truth,
                                      detector.input_spec, device, cfg.model.score_threshold,
                                      predictions=predictions[model])
+    classes = tuple(report["teacher"]["classes"])
+    teacher, baseline = common_depth_errors(match_depths(truth, predictions["teacher"], classes),
+                                            match_depths(truth, predictions["baseline"], classes))
+    report["teacher"]["common_with_baseline"] = {"matched": teacher["matched"],
+                                                 "depth_median_rel": teacher["depth_median_rel"],
+                                                 "baseline_depth_median_rel": baseline["depth_median_rel"]}
     return report
 
 
@@ -349,17 +355,28 @@ def all_zero(table_results: dict, classes: tuple[str, ...]) -> bool:
 
 def judge_probes(probes: dict[str, dict]) -> str:
     """Say plainly whether the teacher reads depth (sensitivity >= 0.8) and whether its median relative
-    depth error on matched cars is at most half the baseline's (issue 12's bars for the demo)."""
+    depth error on matched cars is at most half the baseline's (issue 12's bars for the demo), on the
+    cars each model matched (the bar) and on the cars both matched (the same set)."""
     teacher, baseline = probes["teacher"], probes["baseline"]
     if not teacher["matched"] or not baseline["matched"]:
         return "The teacher or the baseline matched no car, so the depth probes cannot judge this run."
     sensitivity = teacher.get("sensitivity", float("nan"))
-    ratio = teacher["depth_median_rel"] / baseline["depth_median_rel"] if baseline["depth_median_rel"] > 0 else float("nan")
     reads = "reads its depth input" if sensitivity >= 0.8 else "does NOT read its depth input enough (below 0.8)"
-    halves = "at most half" if ratio <= 0.5 else "MORE than half"
-    return (f"Teacher sensitivity to depth x1.2: {sensitivity:.2f}, so the teacher {reads}. Its median relative depth "
-            f"error on matched cars is {teacher['depth_median_rel']:.3f} against the baseline's "
-            f"{baseline['depth_median_rel']:.3f} ({ratio:.2f}x: {halves} the baseline's).")
+    text = (f"Teacher sensitivity to depth x1.2: {sensitivity:.2f}, so the teacher {reads}. Its median relative depth "
+            f"error on the cars each model matched is {teacher['depth_median_rel']:.3f} ({teacher['matched']} cars) "
+            f"against the baseline's {baseline['depth_median_rel']:.3f} ({baseline['matched']} cars): "
+            f"{_halves(teacher['depth_median_rel'], baseline['depth_median_rel'])}.")
+    common = teacher.get("common_with_baseline")
+    if common and common["matched"]:
+        text += (f" On the {common['matched']} cars both matched: {common['depth_median_rel']:.3f} against "
+                 f"{common['baseline_depth_median_rel']:.3f}, "
+                 f"{_halves(common['depth_median_rel'], common['baseline_depth_median_rel'])}.")
+    return text
+
+
+def _halves(teacher: float, baseline: float) -> str:
+    ratio = teacher / baseline if baseline > 0 else float("nan")
+    return f"{ratio:.2f}x, {'at most half' if ratio <= 0.5 else 'MORE than half'} the baseline's"
 
 
 def judge(results: dict) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from add3d.demo import judge_probes
 from add3d.evaluation.kitti_eval import evaluate_dirs
 from test_printed_commands import REPO, dry_run
 
@@ -35,6 +36,8 @@ def test_quick_demo_writes_an_honest_report(tmp_path: Path) -> None:
             values = results[model][key]["Car"]["R40"]
             assert len(values) == 3 and all(0.0 <= v <= 100.0 for v in values)
     assert "sensitivity" in results["teacher (RGB + depth)"]["probes"] and "sensitivity" not in results["baseline (RGB)"]["probes"]
+    common = results["teacher (RGB + depth)"]["probes"]["common_with_baseline"]
+    assert 0 <= common["matched"] <= min(results[m]["probes"]["matched"] for m in models[:2])
     report = (out / "report.md").read_text()
     assert "sensitivity to depth x1.2" in report
     for model in models:
@@ -70,3 +73,18 @@ def test_demo_models_train_plain_weights(tmp_path: Path) -> None:
             cfg = load_config(configs / config, train_overrides(run, model, tmp_path / "data", teacher))
             assert cfg.train.ema_decay is None
             assert cfg.train.epochs == (1 if quick else 12)
+
+
+def test_judge_probes_states_the_ratio_on_each_models_cars_and_on_the_common_cars():
+    probes = {"baseline": {"matched": 250, "depth_median_rel": 0.10},
+              "teacher": {"matched": 320, "depth_median_rel": 0.06, "sensitivity": 0.91,
+                          "common_with_baseline": {"matched": 240, "depth_median_rel": 0.045,
+                                                   "baseline_depth_median_rel": 0.10}}}
+    text = judge_probes(probes)
+    assert "sensitivity to depth x1.2: 0.91, so the teacher reads its depth input" in text
+    assert "0.060 (320 cars) against the baseline's 0.100 (250 cars): 0.60x, MORE than half" in text
+    assert "On the 240 cars both matched: 0.045 against 0.100, 0.45x, at most half the baseline's." in text
+    del probes["teacher"]["common_with_baseline"]
+    assert "both matched" not in judge_probes(probes)
+    probes["baseline"]["matched"] = 0
+    assert "cannot judge" in judge_probes(probes)

@@ -5,7 +5,8 @@ IoU >= 0.5 (greedy, highest IoU first, each box used once). On the matched pairs
 
 - ``depth_mae_m`` / ``depth_median_m`` / ``within_1m``: the error of the predicted object depth
   (``location`` z) against the label's, and the share of objects within 1 m; ``depth_median_rel``:
-  the median of |error| / true depth.
+  the median of |error| / true depth. ``common_depth_errors`` compares two models on the objects
+  both matched.
 - ``sensitivity`` (RGB+depth models): every depth-map value times 1.2, i.e. every LiDAR point moved
   1.2x farther along its camera ray (a point on the ray keeps its pixel). A model that reads the
   depth input predicts depths 1.2x larger: the median over objects matched in both runs of
@@ -63,6 +64,14 @@ def depth_errors(matches: dict[tuple[str, int], Pair]) -> dict[str, float | int]
         "within_1m": round(float((error <= 1.0).mean()), 3),
         "depth_median_rel": round(float(np.median(error / np.maximum(truth, 1e-3))), 4),
     }
+
+
+def common_depth_errors(first: dict[tuple[str, int], Pair], second: dict[tuple[str, int], Pair]
+                        ) -> tuple[dict[str, float | int], dict[str, float | int]]:
+    """``depth_errors`` of two models on the objects both matched: a model that matches more (harder,
+    farther) objects is not compared on a different set."""
+    common = first.keys() & second.keys()
+    return depth_errors({k: first[k] for k in common}), depth_errors({k: second[k] for k in common})
 
 
 def sensitivity(base: dict[tuple[str, int], Pair], scaled: dict[tuple[str, int], Pair], gain: float = PROBE_GAIN) -> float:
