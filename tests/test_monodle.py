@@ -174,6 +174,29 @@ def test_individual_losses_have_the_monodle_values():
     assert torch.isclose(parts["heading"], math.log(12) + heading_residual[mask].abs().mean(), rtol=1e-5)
 
 
+def test_region_depth_loss_is_the_laplacian_loss_on_every_region_cell():
+    model = build()
+    targets = hand_made_targets()
+    h, w = 16, 32
+    outputs = model(torch.zeros(2, 3, 64, 128))
+    _, plain = model.loss(outputs, targets, META)
+    assert "depth_region" not in plain  # only a teacher trained with data.depth_region gets the term
+    targets["region_depth"] = torch.zeros(2, h, w)
+    targets["region_mask"] = torch.zeros(2, h, w)
+    targets["region_depth"][0, 4:7, 8:13] = 20.0
+    targets["region_mask"][0, 4:7, 8:13] = 1.0
+    total, parts = model.loss(outputs, targets, META)
+    logit, log_variance = outputs["depth"][0, 0, 4:7, 8:13], outputs["depth"][0, 1, 4:7, 8:13]
+    depth = 1.0 / (torch.sigmoid(logit) + 1e-6) - 1.0
+    expected = (1.4142 * torch.exp(-log_variance) * (depth - 20.0).abs() + log_variance).mean()
+    assert torch.isclose(parts["depth_region"], expected, rtol=1e-5)
+    assert torch.isclose(total, sum(parts.values()), rtol=1e-5)
+    weighted = build(loss_weights={"depth_region": 0.0})
+    weighted.load_state_dict(model.state_dict())
+    total_without, _ = weighted.loss(outputs, targets, META)
+    assert torch.isclose(total_without, total - parts["depth_region"], rtol=1e-5)
+
+
 def test_zero_objects_give_zero_terms_and_finite_gradients():
     model = build().train()
     outputs = model(torch.randn(2, 3, 64, 128))

@@ -69,6 +69,26 @@ def test_crop_scaling_and_3d_mask():
     assert t["mask_2d"][0] == 1 and t["mask_3d"][0] == 0
 
 
+def test_region_depth_covers_the_central_box_and_the_nearer_object_wins():
+    near, far = obj(x=1.0, z=10.0, box=(60, 20, 100, 45)), obj(x=1.2, z=20.0, box=(64, 24, 96, 40))
+    plain = build_targets([near], P2, INPUT, TargetOptions())
+    assert "region_depth" not in plain and "region_mask" not in plain  # off by default: MonoDLE's targets
+    t = build_targets([far, near], P2, INPUT, TargetOptions(depth_region=0.5), depth_factor=1.5)
+    peak = np.floor(projected_centre(near) / 4).astype(int)
+    # The near car's box is 10 x 6.25 cells: half of it reaches floor(2.5) = 2 columns and floor(1.56) = 1 row.
+    expected = np.zeros((16, 48), bool)
+    expected[peak[1] - 1 : peak[1] + 2, peak[0] - 2 : peak[0] + 3] = True
+    covered = t["region_mask"] > 0
+    assert covered[expected].all()
+    # Every cell the near car covers holds its depth (times the crop/jitter factor), not the far car's.
+    np.testing.assert_allclose(t["region_depth"][expected], 15.0)
+    assert set(np.unique(t["region_depth"][covered])) <= {np.float32(15.0), np.float32(30.0)}
+    assert (t["region_depth"][~covered] == 0).all()
+    # A sample whose 3D targets are masked (MonoDLE's crop rule) gets no region either.
+    masked = build_targets([near], P2, INPUT, TargetOptions(depth_region=0.5), enable_3d=False)
+    assert masked["region_mask"].sum() == 0
+
+
 def test_outside_centres_dropped_or_clamped():
     outside = obj(x=12.0, z=8.0)  # projects far right of the 192-px input
     assert projected_centre(outside)[0] > 192

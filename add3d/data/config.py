@@ -68,6 +68,12 @@ class DataConfig:
     # detectors whose depth comes from 3D/2D heights (GUPNet, MonoFlex) and whose depth target is the
     # location's z.
     depth_jitter_scope: str = "depth"
+    # Teacher-only target: besides its centre cell, every stride cell of an object's central region (this
+    # fraction of its 2D box, centred on the heatmap peak) is supervised with the object's depth; 0 = off
+    # (MonoDLE's centre cell only). Why: ~40 centre cells a batch teach the teacher slowly to read its
+    # depth input; the region multiplies them and asks for the same value (the object's, not the
+    # surface's) at every cell, so detections one cell off read the right depth too.
+    depth_region: float = 0.0
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -101,5 +107,7 @@ class DataConfig:
             raise Add3dError(f"data.depth_jitter is a log-range in [0, 1), got {self.depth_jitter}")
         if self.depth_jitter_scope not in DEPTH_JITTER_SCOPES:
             raise Add3dError(f"data.depth_jitter_scope must be one of {', '.join(DEPTH_JITTER_SCOPES)}; got '{self.depth_jitter_scope}'")
+        if not 0.0 <= self.depth_region <= 1.0:
+            raise Add3dError(f"data.depth_region is a fraction of the 2D box in [0, 1], got {self.depth_region}")
         if self.depth_source == "dense" and not self.depth_dir:
             raise Add3dError("data.depth_source 'dense' needs data.depth_dir (a folder of 16-bit depth PNGs)")

@@ -73,6 +73,7 @@ def target_options(cfg: DataConfig, classes: Sequence[str], stride: int = 4) -> 
         max_objects=cfg.max_objects,
         keep_outside_centres=cfg.keep_outside_centres,
         peak_rounding=cfg.peak_rounding,
+        depth_region=cfg.depth_region,
     )
 
 

@@ -35,6 +35,9 @@ class TargetOptions:
     keep_outside_centres: bool = False
     # "floor" (MonoDLE, GUPNet) or "round" (MonoFlex: numpy's round, halves to even) the peak position.
     peak_rounding: str = "floor"
+    # > 0: also a dense depth target ("region_depth", "region_mask"): each object's depth on the cells of
+    # this fraction of its 2D box, centred on its peak (the nearer object where two overlap).
+    depth_region: float = 0.0
 
 
 def gaussian_radius(width: float, height: float, min_overlap: float = 0.7) -> float:
@@ -100,6 +103,21 @@ def empty_targets(num_classes: int, feature_size: tuple[int, int], max_objects: 
     }
 
 
+def paint_region_depth(
+    region_depth: np.ndarray, region_mask: np.ndarray, peak: np.ndarray, box_size: tuple[float, float], depth: float, fraction: float
+) -> None:
+    """Write ``depth`` on the cells within ``fraction`` x the box's half-size (feature pixels) of the
+    integer ``peak`` (x, y), the peak always included; cells already holding a nearer depth keep it."""
+    height, width = region_depth.shape
+    reach_x, reach_y = (int(np.floor(fraction * side / 2.0)) for side in box_size)
+    x0, x1 = max(peak[0] - reach_x, 0), min(peak[0] + reach_x + 1, width)
+    y0, y1 = max(peak[1] - reach_y, 0), min(peak[1] + reach_y + 1, height)
+    cells = region_depth[y0:y1, x0:x1]
+    free = (region_mask[y0:y1, x0:x1] == 0) | (cells > depth)
+    cells[free] = depth
+    region_mask[y0:y1, x0:x1][free] = 1.0
+
+
 def _project(P2: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     projected = np.concatenate([points, np.ones((len(points), 1))], axis=1) @ P2.T
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -124,6 +142,9 @@ def build_targets(
     stride = options.stride
     h, w = input_size[0] // stride, input_size[1] // stride
     targets = empty_targets(len(options.classes), (h, w), options.max_objects)
+    if options.depth_region > 0:
+        targets["region_depth"] = np.zeros((h, w), np.float32)
+        targets["region_mask"] = np.zeros((h, w), np.float32)
     class_index = {name: i for i, name in enumerate(options.classes)}
     heatmap_class = {**class_index, **{k: class_index[v] for k, v in options.heatmap_only.items() if v in class_index}}
     objects = [o for o in objects if o.cls_type in heatmap_class]
@@ -160,6 +181,9 @@ def build_targets(
         targets["offset_3d"][slot] = centre - integer
         targets["depth"][slot] = obj.location[2] * depth_factor
         targets["size_3d"][slot] = obj.dims
+        if options.depth_region > 0 and enable_3d:
+            paint_region_depth(targets["region_depth"], targets["region_mask"], integer, (box_w, box_h),
+                               float(targets["depth"][slot, 0]), options.depth_region)
         targets["alpha"][slot] = obj.alpha
         targets["rotation_y"][slot] = obj.rotation_y
         targets["location"][slot] = obj.location

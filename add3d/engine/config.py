@@ -21,7 +21,7 @@ from add3d.data.mono_dataset import validate_classes
 from add3d.distill.config import DistillConfig, TeacherConfig
 from add3d.engine.precision import AMP_MODES, LEGACY_AMP
 from add3d.errors import Add3dError, DataFormatError
-from add3d.models import detector_entry
+from add3d.models import DETECTORS, detector_entry
 from add3d.models.config import ModelConfig
 
 BASE_KEY = "_base_"
@@ -239,7 +239,7 @@ def _apply_overrides(schema, source: str, overrides: list[str], training: bool =
 def validate_config(config: Config, teacher_required: bool = True) -> None:
     """Cross-field checks the types cannot express (the caller names the file or override)."""
     config.data.validate()
-    detector_entry(config.model.name)  # an unknown detector name lists the known ones
+    entry = detector_entry(config.model.name)  # an unknown detector name lists the known ones
     config.model.validate()
     validate_classes(config.data, config.model.classes)
     if config.distill is not None:
@@ -253,6 +253,9 @@ def validate_config(config: Config, teacher_required: bool = True) -> None:
     if config.data.depth_jitter > 0 and (getattr(config.model, "in_channels", 3) != 5 or config.distill is not None):
         raise Add3dError("data.depth_jitter scales depth targets with the image unchanged: only for depth teachers "
                          "(model.in_channels 5, no distill section)")
+    if config.data.depth_region > 0 and not entry.region_depth:
+        raise Add3dError(f"data.depth_region: {config.model.name}'s loss has no dense object-depth term "
+                         f"(only {', '.join(n for n, e in DETECTORS.items() if e.region_depth)}); set data.depth_region=0")
     train = config.train
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("accumulate_steps", 1), ("log_every", 1)):
         if getattr(train, name) < minimum:

@@ -59,7 +59,7 @@ class MonoDLE(MonoDetector):
                 "heading": 2 * cfg.num_heading_bins,  # bin logits, then per-bin residuals
             },
         )
-        self.loss_weights = {name: float(cfg.loss_weights.get(name, 1.0)) for name in ("heatmap", *OBJECT_HEADS)}
+        self.loss_weights = {name: float(cfg.loss_weights.get(name, 1.0)) for name in ("heatmap", *OBJECT_HEADS, "depth_region")}
         # Not persistent: the state dict stays that of the network alone (configs carry the means).
         self.register_buffer("mean_size", torch.tensor(cfg.class_mean_sizes(), dtype=torch.float32), persistent=False)
 
@@ -99,6 +99,11 @@ class MonoDLE(MonoDetector):
             "size_3d": dimension_aware_l1(sampled["size_3d"], size_3d - mean_size, size_3d, mask_3d),
             "heading": heading_loss(sampled["heading"], *encode_heading(targets["alpha"], self.num_heading_bins), mask_2d),
         }
+        if "region_mask" in targets:  # a teacher's dense object-depth target (data.depth_region)
+            dense = outputs["depth"].permute(0, 2, 3, 1).flatten(1, 2)  # B x HW x 2
+            parts["depth_region"] = laplacian_uncertainty_loss(
+                depth_from_logit(dense[..., 0]), targets["region_depth"].flatten(1), dense[..., 1], targets["region_mask"].flatten(1)
+            )
         total = sum(self.loss_weights[name] * value for name, value in parts.items())
         return total, {name: value.detach() for name, value in parts.items()}
 
