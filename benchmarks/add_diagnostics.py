@@ -46,12 +46,10 @@ from add3d.engine.checkpoints import load_checkpoint, load_module_state
 from add3d.engine.config import load_config
 from add3d.engine.inference import load_detector
 from add3d.engine.modules import detector_input
-from add3d.engine.probes import depth_probes
+from add3d.engine.probes import depth_probes, median_by_range
 from add3d.engine.trainer import build_training_module
 
 
-# True-depth ranges (metres) the cars' median depth error is split by.
-CAR_DEPTH_RANGES_M = ((0.0, 15.0), (15.0, 25.0), (25.0, 35.0), (35.0, 50.0), (50.0, math.inf))
 # LiDAR read-outs: name -> (window side in input pixels, how the window's valid depths are reduced).
 LIDAR_READOUTS = {"lidar_median_5px": (5, "median"), "lidar_mean_13px": (13, "mean")}
 
@@ -72,17 +70,6 @@ def load_run(run: Path, max_frames: int, scratch: Path):
     dataset = first_frames(cfg.data, cfg.data.val_split, max_frames, scratch, with_depth, cfg.model.classes)
     truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
     return cfg, detector, dataset, truth
-
-
-def median_by_range(errors: torch.Tensor, truth: torch.Tensor) -> dict[str, dict]:
-    """The median of ``errors`` (one per car) in each range of true depth ``truth`` (CAR_DEPTH_RANGES_M)."""
-    report = {}
-    for low, high in CAR_DEPTH_RANGES_M:
-        inside = (truth >= low) & (truth < high)
-        name = f"{low:g}-{high:g}" if math.isfinite(high) else f"{low:g}+"
-        median = round(float(errors[inside].median()), 3) if inside.any() else float("nan")
-        report[name] = {"cars": int(inside.sum()), "median_m": median}
-    return report
 
 
 @torch.no_grad()

@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
 
 
 def load_script(name: str):
@@ -123,16 +124,40 @@ def test_diagnostics_refuse_a_folder_without_a_checkpoint(tmp_path, capsys, monk
 
 
 def test_diagnostics_split_the_car_depth_error_by_true_depth():
-    diagnostics = load_script("add_diagnostics")
+    from add3d.engine.probes import median_by_range
+
     truth = torch.tensor([5.0, 10.0, 20.0, 30.0, 31.0, 60.0])
     errors = torch.tensor([0.1, 0.3, 1.0, 2.0, 4.0, 9.0])
-    by_range = diagnostics.median_by_range(errors, truth)
+    by_range = median_by_range(errors, truth)
     assert list(by_range) == ["0-15", "15-25", "25-35", "35-50", "50+"]
     assert by_range["0-15"] == {"cars": 2, "median_m": 0.1}  # torch's median of an even count: the lower one
     assert by_range["15-25"] == {"cars": 1, "median_m": 1.0}
     assert by_range["25-35"] == {"cars": 2, "median_m": 2.0}
     assert by_range["35-50"]["cars"] == 0 and math.isnan(by_range["35-50"]["median_m"])
     assert by_range["50+"] == {"cars": 1, "median_m": 9.0}
+    relative = median_by_range(errors / truth, truth, "median_rel", 4)
+    assert relative["15-25"] == {"cars": 1, "median_rel": 0.05}
+
+
+def test_the_copy_probe_targets_each_cells_nearest_return_and_scores_log_depth():
+    probe = load_script("depth_copy_probe")
+    depth = torch.zeros(1, 1, 8, 8)  # 0 = no LiDAR
+    depth[0, 0, 0, 1], depth[0, 0, 2, 3] = 30.0, 12.0  # two returns in the top-left 4x4 cell
+    depth[0, 0, 5, 6] = 40.0  # one in the bottom-right cell
+    target = probe.nearest_return_per_cell(depth, 4)
+    assert target.tolist() == [[[12.0, 0.0], [0.0, 40.0]]]
+    predicted = torch.tensor([[[12.0 * math.e, 5.0], [7.0, 40.0]]])
+    # Only the two cells with a return count: |ln(12e) - ln 12| = 1 and 0.
+    assert probe.copy_loss(predicted, target).item() == pytest.approx(0.5)
+    assert probe.copy_loss(predicted, torch.zeros_like(target)).item() == 0.0
+
+
+def test_the_copy_probe_refuses_a_model_without_depth_input_or_dense_depth_head(capsys):
+    probe = load_script("depth_copy_probe")
+    assert probe.main([str(REPO / "configs/monodle/synthetic.yaml")]) == 2
+    assert "not a depth teacher (model.in_channels must be 5)" in capsys.readouterr().err
+    assert probe.main([str(REPO / "configs/gupnet/synthetic_teacher.yaml")]) == 2
+    assert capsys.readouterr().err.strip().endswith("gupnet has no dense depth head to copy into (MonoDLE's has)")
 
 
 def test_the_lidar_readout_reads_the_window_around_each_point():

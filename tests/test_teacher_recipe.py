@@ -134,7 +134,7 @@ def test_region_depth_needs_a_detector_whose_loss_reads_it():
     from add3d.engine.config import load_config
 
     assert load_config(None, ["data.depth_region=0.5"]).data.depth_region == 0.5  # MonoDLE's loss reads it
-    with pytest.raises(Add3dError, match="depth_region.*gupnet.*only monodle"):
+    with pytest.raises(Add3dError, match="depth_region: gupnet has no dense depth head.*only monodle"):
         load_config(None, ["data.depth_region=0.5", "model.name=gupnet"])
     with pytest.raises(Add3dError, match="fraction of the 2D box"):
         load_config(None, ["data.depth_region=1.5"])

@@ -253,9 +253,9 @@ def validate_config(config: Config, teacher_required: bool = True) -> None:
     if config.data.depth_jitter > 0 and (getattr(config.model, "in_channels", 3) != 5 or config.distill is not None):
         raise Add3dError("data.depth_jitter scales depth targets with the image unchanged: only for depth teachers "
                          "(model.in_channels 5, no distill section)")
-    if config.data.depth_region > 0 and not entry.region_depth:
-        raise Add3dError(f"data.depth_region: {config.model.name}'s loss has no dense object-depth term "
-                         f"(only {', '.join(n for n, e in DETECTORS.items() if e.region_depth)}); set data.depth_region=0")
+    if config.data.depth_region > 0 and not entry.dense_depth_head:
+        raise Add3dError(f"data.depth_region: {config.model.name} has no dense depth head to train on it "
+                         f"(only {', '.join(n for n, e in DETECTORS.items() if e.dense_depth_head)}); set data.depth_region=0")
     train = config.train
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("accumulate_steps", 1), ("log_every", 1)):
         if getattr(train, name) < minimum:

@@ -12,6 +12,8 @@ IoU >= 0.5 (greedy, highest IoU first, each box used once). On the matched pairs
   depth input predicts depths 1.2x larger: the median over objects matched in both runs of
   ``(z_scaled / z - 1) / 0.2`` is ~1; a model that ignores it (an RGB network) gives 0.
 - ``zeroed_depth_mae_m`` (RGB+depth models): the MAE with the depth input removed (every pixel unknown).
+- ``median_by_range``: per-car errors split by true depth (``CAR_DEPTH_RANGES_M``), where a
+  depth error sits (benchmarks/add_diagnostics.py, benchmarks/depth_copy_probe.py).
 
 Printed by the trainer's validation for RGB+depth models, by ``benchmarks/add_diagnostics.py`` and in
 the demo report.
@@ -19,14 +21,31 @@ the demo report.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
+import torch
 
 from add3d.data.kitti import Object3D
 from add3d.distill.teacher_input import InputSpec
 from add3d.engine.inference import predict_loader
 from add3d.evaluation.box_matching import match_by_iou
+
+# True-depth ranges (metres) per-car depth errors are split by.
+CAR_DEPTH_RANGES_M = ((0.0, 15.0), (15.0, 25.0), (25.0, 35.0), (35.0, 50.0), (50.0, math.inf))
+
+
+def median_by_range(errors: torch.Tensor, truth: torch.Tensor, key: str = "median_m", digits: int = 3) -> dict[str, dict]:
+    """The median of ``errors`` (one per car) in each range of true depth ``truth`` (CAR_DEPTH_RANGES_M),
+    as ``{"0-15": {"cars": n, key: median rounded to digits}, ...}`` (NaN for an empty range)."""
+    report = {}
+    for low, high in CAR_DEPTH_RANGES_M:
+        inside = (truth >= low) & (truth < high)
+        name = f"{low:g}-{high:g}" if math.isfinite(high) else f"{low:g}+"
+        median = round(float(errors[inside].median()), digits) if inside.any() else float("nan")
+        report[name] = {"cars": int(inside.sum()), key: median}
+    return report
 
 PROBE_GAIN = 1.2
 MIN_IOU = 0.5

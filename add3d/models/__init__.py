@@ -32,13 +32,14 @@ class DetectorEntry:
     # Official state dict + a config -> the model config its weights need (class means, size
     # encoding); ``add3d import-checkpoint`` applies it before ``convert_official``.
     official_config: Callable[[Mapping[str, Tensor], ModelConfig], ModelConfig] | None = None
-    # Whether its loss reads the dense object-depth target of ``data.depth_region`` (a teacher recipe).
-    region_depth: bool = False
+    # Whether its depth head predicts a depth at every stride cell (``object_depth`` decodes any cell), so
+    # that dense depth targets apply: ``data.depth_region`` in its loss, benchmarks/depth_copy_probe.py.
+    dense_depth_head: bool = False
 
 
 DETECTORS: dict[str, DetectorEntry] = {
     "monodle": DetectorEntry(build=build_monodle, convert_official=convert_official_monodle,
-                             official_config=official_monodle_config, region_depth=True),
+                             official_config=official_monodle_config, dense_depth_head=True),
     "gupnet": DetectorEntry(build=build_gupnet, convert_official=convert_official_gupnet,
                             official_config=official_gupnet_config),
     "monoflex": DetectorEntry(build=build_monoflex, convert_official=convert_official_monoflex,
