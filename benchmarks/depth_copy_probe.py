@@ -1,18 +1,18 @@
 """How precisely can a detector's trunk COPY its depth input? The ceiling of a depth teacher.
 
 A depth teacher must carry the depth it is given through its backbone, neck and depth head to the
-object's centre cell. This script measures how well the teacher's own network (any detector config
-with ``model.in_channels: 5`` and a dense depth head: MonoDLE) learns the simplest version of that: with every detection loss
-replaced by one dense term, the depth head's log depth at every stride cell against the log of the
-cell's nearest LiDAR return (the smallest valid input depth in the cell), trained with the config's
-data pipeline, augmentation, optimiser and schedule. It then reports, on the validation split, the
-median relative error of that copy over all cells with LiDAR and at the ground-truth centre cells of
-the labelled cars (split by true depth as in add_diagnostics.py).
+object's centre cell. This script measures how well the teacher's own network (a config with
+``model.in_channels: 5`` and a detector with a dense depth head: MonoDLE) learns the simplest
+version of that: every detection loss replaced by one dense term, the depth head's log depth at
+every stride cell against the log of the cell's nearest LiDAR return (the smallest valid input depth
+in the cell), trained with the config's data pipeline, augmentation, optimiser and schedule. It then
+reports, on the validation split, the median relative error of that copy over all cells with LiDAR
+and at the labelled cars' centre cells, split by true depth (``add3d.engine.probes.median_by_range``).
 
 A teacher's centre-depth error cannot be expected below this copy error at the same budget: reading
-the depth at a car's centre is this copy plus a learnt surface-to-centre offset. On the demo's budget
-(640 frames, 12 epochs) the copy error at car centres equals the demo teacher's all-car error
-(docs/RESULTS.md, "Why the teacher stops at ~0.6x").
+the depth at a car's centre is this copy plus a learnt surface-to-centre offset. Measured: the
+benchmark's teachers are within 10 % of it, the demo's no worse (docs/RESULTS.md, "Why the teacher
+stops near 0.6x"; records in benchmarks/records/copy_probe/).
 
     .venv/bin/python benchmarks/depth_copy_probe.py configs/monodle/synthetic_teacher.yaml \
         data.root=D train.epochs=12 'schedule.milestones=[7]' train.seed=0

@@ -8,7 +8,7 @@ import torch
 
 from add3d.data.config import DataConfig
 from add3d.data.kitti import Object3D
-from add3d.data.mono_dataset import MonoDataset, collate_batch, encode_sample, select_objects
+from add3d.data.mono_dataset import MonoDataset, collate_batch, encode_sample, select_objects, target_options
 from add3d.data.targets import TargetOptions, build_targets, draw_gaussian, gaussian_radius
 from add3d.errors import Add3dError
 from add3d.data.transforms import AugmentationParams
@@ -87,6 +87,7 @@ def test_region_depth_covers_the_central_box_and_the_nearer_object_wins():
     # A sample whose 3D targets are masked (MonoDLE's crop rule) gets no region either.
     masked = build_targets([near], P2, INPUT, TargetOptions(depth_region=0.5), enable_3d=False)
     assert masked["region_mask"].sum() == 0
+    assert target_options(DataConfig(depth_region=0.5), KITTI_CLASSES).depth_region == 0.5  # the config's option
 
 
 def test_outside_centres_dropped_or_clamped():

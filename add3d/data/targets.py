@@ -104,7 +104,12 @@ def empty_targets(num_classes: int, feature_size: tuple[int, int], max_objects: 
 
 
 def paint_region_depth(
-    region_depth: np.ndarray, region_mask: np.ndarray, peak: np.ndarray, box_size: tuple[float, float], depth: float, fraction: float
+    region_depth: np.ndarray,
+    region_mask: np.ndarray,
+    peak: np.ndarray,
+    box_size: tuple[float, float],
+    depth: float,
+    fraction: float,
 ) -> None:
     """Write ``depth`` on the cells within ``fraction`` x the box's half-size (feature pixels) of the
     integer ``peak`` (x, y), the peak always included; cells already holding a nearer depth keep it."""
