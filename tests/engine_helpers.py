@@ -185,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", default=None)
     args = parser.parse_args(argv)
     cfg = load_config(None if args.config == "none" else args.config, args.overrides)
+    finished = False
     try:
         train(cfg, resume=args.resume, detector=TinyDetector(len(cfg.model.classes)))
+        finished = True
     finally:
-        # Leave the process group before the interpreter exits: a process that exits with gloo's
-        # threads still running aborts ("terminate called without an active exception", rc -6),
-        # which made test_ddp fail now and then. `add3d train` does the same.
-        shutdown_distributed()
+        # Leave the process group before the interpreter exits, after the peers are done too:
+        # otherwise gloo aborted one process now and then (rc -6). `add3d train` does the same.
+        shutdown_distributed(wait_for_peers=finished)
     return 0
 
 

@@ -47,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
         resume = Path(cfg.train.out_dir) / trainer.LAST_CHECKPOINT
         if not resume.is_file():
             raise Add3dError(f"--resume: no {trainer.LAST_CHECKPOINT} in {cfg.train.out_dir} to continue from")
+    finished = False
     try:
         summary = trainer.train(cfg, resume=resume, force=args.force, quiet=args.quiet)
+        finished = True
     finally:
-        distributed.shutdown_distributed()
+        distributed.shutdown_distributed(wait_for_peers=finished)
     if summary["rank"] == 0:
         print(summary_line(summary))
     return 0

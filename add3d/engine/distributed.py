@@ -55,8 +55,17 @@ def init_distributed(device_type: str) -> DistributedContext:
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(wait_for_peers: bool = False) -> None:
+    """Leave the process group (a process that exits with gloo's threads running aborts).
+
+    ``wait_for_peers`` (after a run that finished on every rank): a barrier first, so that no rank
+    tears its connections down while another is still finishing (rank 0 writes the last checkpoint
+    and evaluates alone): with gloo that made the other rank abort now and then ("terminate called
+    without an active exception", rc -6). Not after an error: the peers may never reach a barrier.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait_for_peers:
+            dist.barrier()
         dist.destroy_process_group()
 
 
