@@ -180,7 +180,7 @@ def test_region_depth_loss_is_the_laplacian_loss_on_every_region_cell():
     h, w = 16, 32
     outputs = model(torch.zeros(2, 3, 64, 128))
     _, plain = model.loss(outputs, targets, META)
-    assert "depth_region" not in plain  # only a teacher trained with data.depth_region gets the term
+    assert "depth_region" not in plain  # only runs with data.depth_region get the term
     targets["region_depth"] = torch.zeros(2, h, w)
     targets["region_mask"] = torch.zeros(2, h, w)
     targets["region_depth"][0, 4:7, 8:13] = 20.0

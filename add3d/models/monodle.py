@@ -99,7 +99,7 @@ class MonoDLE(MonoDetector):
             "size_3d": dimension_aware_l1(sampled["size_3d"], size_3d - mean_size, size_3d, mask_3d),
             "heading": heading_loss(sampled["heading"], *encode_heading(targets["alpha"], self.num_heading_bins), mask_2d),
         }
-        if "region_mask" in targets:  # a teacher's dense object-depth target (data.depth_region)
+        if "region_mask" in targets:  # the dense object-depth target of data.depth_region
             dense = outputs["depth"].permute(0, 2, 3, 1).flatten(1, 2)  # B x HW x 2
             parts["depth_region"] = laplacian_uncertainty_loss(
                 depth_from_logit(dense[..., 0]), targets["region_depth"].flatten(1), dense[..., 1], targets["region_mask"].flatten(1)
