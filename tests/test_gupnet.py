@@ -170,6 +170,25 @@ def test_gt_encoded_roi_outputs_give_zero_regression_loss(detector, batch):
     assert float(parts["heading"]) < 1e-6
 
 
+def test_depth_loss_reads_the_depth_target_that_a_depth_only_jitter_scales(detector, batch):
+    """The depth term follows targets["depth"] (the location's z unless a teacher's jitter scaled it)."""
+    def depth_term(output_gain: float, target_gain: float) -> float:
+        out = dict(_gt_encoded_outputs(detector, batch["targets"], batch["meta"]), roi_mask=batch["targets"]["mask_2d"] > 0)
+        del out["roi_scores"]
+        out["depth"] = torch.stack([out["depth"][..., 0] * output_gain, torch.zeros_like(out["depth"][..., 1])], dim=-1)
+        B, M = batch["targets"]["indices"].shape
+        out.update(offset_2d=torch.zeros(B, 2, 24, 80), size_2d=torch.zeros(B, 2, 24, 80),
+                   heatmap=torch.zeros(B, len(CLASSES), 24, 80), size_3d_log_variance=torch.zeros(B, M, 1))
+        targets = dict(batch["targets"], depth=batch["targets"]["depth"] * target_gain)
+        return float(detector.loss(out, targets, batch["meta"])[1]["depth"])
+
+    detector.eval()
+    assert torch.allclose(batch["targets"]["depth"][..., 0], batch["targets"]["location"][..., 2])
+    exact = depth_term(1.0, 1.0)
+    assert depth_term(1.15, 1.15) == pytest.approx(exact, abs=1e-6)  # location unchanged: only the depth target counts
+    assert depth_term(1.0, 1.15) > exact + 0.5
+
+
 def test_inference_runs_roi_heads_on_top_k_peaks(detector, batch):
     detector.eval()
     with torch.no_grad():
@@ -342,6 +361,7 @@ def test_training_seeds_htl_with_one_no_grad_pass(tmp_path):
     root = make_fake_kitti(tmp_path / "data", frames=8, val_frames=2)
     overrides = tiny_config_overrides(root, tmp_path / "run") + [
         "model.name=gupnet", "model.backbone=dla34_tiny", "model.head_channels=16", "model.pretrained=null",
+        "data.scale_depth_on_crop=false",
         "train.epochs=1"]
     train(load_config(None, overrides))
     state = load_checkpoint(tmp_path / "run" / "checkpoint_last.pth")["model"]

@@ -138,3 +138,24 @@ def test_region_depth_needs_a_detector_whose_loss_reads_it():
         load_config(None, ["data.depth_region=0.5", "model.name=gupnet"])
     with pytest.raises(Add3dError, match="fraction of the 2D box"):
         load_config(None, ["data.depth_region=1.5"])
+
+
+def test_depth_only_jitter_needs_a_detector_whose_depth_loss_reads_only_the_depth_target():
+    from add3d.engine.config import load_config
+
+    teacher = ["data.depth_jitter=0.2", "model.in_channels=5", "data.depth_source=lidar", "data.scale_depth_on_crop=false"]
+    for name in ("monodle", "gupnet"):  # their depth losses read targets["depth"], which the jitter scales
+        assert load_config(None, teacher + [f"model.name={name}"]).data.depth_jitter_scope == "depth"
+    with pytest.raises(Add3dError, match="depth_jitter_scope depth: monoflex's losses read the 3D location"):
+        load_config(None, teacher + ["model.name=monoflex"])
+    load_config(None, teacher + ["model.name=monoflex", "data.depth_jitter_scope=scene"])
+
+
+def test_geometric_depth_detectors_refuse_crop_rescaled_depth_targets():
+    from add3d.engine.config import load_config
+
+    for name in ("gupnet", "monoflex"):
+        with pytest.raises(Add3dError, match=f"scale_depth_on_crop: {name} takes depth from 3D/2D heights"):
+            load_config(None, [f"model.name={name}", "data.scale_depth_on_crop=true"])
+        load_config(None, [f"model.name={name}", "data.scale_depth_on_crop=true", "data.random_crop=0"])
+    assert load_config(None, ["data.scale_depth_on_crop=true"]).data.scale_depth_on_crop  # MonoDLE's convention

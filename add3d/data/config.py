@@ -63,10 +63,10 @@ class DataConfig:
     # stops it from reading depth off the image (without it the sensitivity plateaued near 0.7).
     depth_jitter: float = 0.0
     # What the jitter scales besides the input depth: "depth" = the depth target only (MonoDLE, whose
-    # depth head is separate from its size head; measured, docs/ADD.md); "scene" = the whole labelled
-    # scene about the camera centre (depth, location and 3D size; the image is still exact), for
-    # detectors whose depth comes from 3D/2D heights (GUPNet, MonoFlex) and whose depth target is the
-    # location's z.
+    # depth head is separate from its size head; measured, docs/ADD.md; GUPNet, whose geometric depth
+    # then stays at the image's scale and whose residual must read the input); "scene" = the whole
+    # labelled scene about the camera centre (depth, location and 3D size; the image is still exact),
+    # for detectors whose losses read the 3D location (MonoFlex) or whose 3D height should carry the scale.
     depth_jitter_scope: str = "depth"
     # A denser depth target (detectors with a dense depth head: MonoDLE): besides its centre cell, every
     # stride cell of an object's central region (this fraction of its 2D box, centred on the heatmap

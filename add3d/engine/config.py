@@ -256,6 +256,12 @@ def validate_config(config: Config, teacher_required: bool = True) -> None:
     if config.data.depth_region > 0 and not entry.dense_depth_head:
         raise Add3dError(f"data.depth_region: {config.model.name} has no dense depth head to train on it "
                          f"(only {', '.join(n for n, e in DETECTORS.items() if e.dense_depth_head)}); set data.depth_region=0")
+    if config.data.depth_jitter > 0 and config.data.depth_jitter_scope == "depth" and not entry.depth_only_target:
+        raise Add3dError(f"data.depth_jitter_scope depth: {config.model.name}'s losses read the 3D location too, so a "
+                         f"depth-only jitter would contradict them; use data.depth_jitter_scope=scene")
+    if entry.geometric_depth and config.data.scale_depth_on_crop and config.data.random_crop > 0:
+        raise Add3dError(f"data.scale_depth_on_crop: {config.model.name} takes depth from 3D/2D heights through the "
+                         f"input camera, which a crop leaves true; set data.scale_depth_on_crop=false")
     train = config.train
     for name, minimum in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("accumulate_steps", 1), ("log_every", 1)):
         if getattr(train, name) < minimum:

@@ -35,15 +35,23 @@ class DetectorEntry:
     # Whether its depth head predicts a depth at every stride cell (``object_depth`` decodes any cell), so
     # that dense depth targets apply: ``data.depth_region`` in its loss, benchmarks/depth_copy_probe.py.
     dense_depth_head: bool = False
+    # Whether targets["depth"] is the only target that carries depth into its loss (location and 3D
+    # size do not), so that the depth-only jitter (data.depth_jitter_scope: depth) is consistent.
+    # MonoFlex's keypoint and 3D-corner losses read the 3D location too: it needs the scene-wide jitter.
+    depth_only_target: bool = False
+    # Whether its depth comes from 3D/2D heights through the network-input camera, so a crop leaves an
+    # object's depth unchanged: its depth target must not be rescaled by the crop (scale_depth_on_crop).
+    geometric_depth: bool = False
 
 
 DETECTORS: dict[str, DetectorEntry] = {
     "monodle": DetectorEntry(build=build_monodle, convert_official=convert_official_monodle,
-                             official_config=official_monodle_config, dense_depth_head=True),
+                             official_config=official_monodle_config, dense_depth_head=True,
+                             depth_only_target=True),
     "gupnet": DetectorEntry(build=build_gupnet, convert_official=convert_official_gupnet,
-                            official_config=official_gupnet_config),
+                            official_config=official_gupnet_config, depth_only_target=True, geometric_depth=True),
     "monoflex": DetectorEntry(build=build_monoflex, convert_official=convert_official_monoflex,
-                              official_config=official_monoflex_config),
+                              official_config=official_monoflex_config, geometric_depth=True),
 }
 
 

@@ -16,7 +16,10 @@ log-variance s_net; the final depth ``z = z_geo + residual`` has log-variance
 Camera: we use the *network input* camera ``meta["P2_input"]`` and input-pixel box heights. That
 equals the original-image camera with original-pixel heights GUPNet means (the affine resize scales f and h
 alike) and stays right under flip / crop augmentation, so the depth target is the true depth
-(``targets["location"][..., 2]``) and 3D losses apply to cropped samples too, as in GUPNet.
+(``targets["depth"]``: the location's z, ``data.scale_depth_on_crop`` being off) and 3D losses apply
+to cropped samples too, as in GUPNet. A depth teacher's depth-only jitter scales that target (and its
+input depth) but not the 3D height, so the geometric depth stays at the image's scale and the residual
+must read the depth input to reach the target.
 ``model.compat: official`` instead reproduces GUPNet's code, whose ``coord_range`` mapping makes
 box heights 0.76 % too large on KITTI (docs/MODELS.md, "Differences"); released weights need it.
 
@@ -309,7 +312,7 @@ class GUPNet(MonoDetector):
         )
         heading_bin, heading_residual = encode_heading(targets["alpha"], self.num_heading_bins)
         terms["heading"] = heading_loss(outputs["heading"], heading_bin, heading_residual, mask)
-        depth_target = targets["location"][..., 2]
+        depth_target = targets["depth"][..., 0]
         terms["depth"] = laplacian_uncertainty_loss(
             outputs["depth"][..., 0], depth_target, outputs["depth"][..., 1] / 2, mask
         )
