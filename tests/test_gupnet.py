@@ -12,6 +12,7 @@ from add3d.models import build_detector
 from add3d.models.gupnet import TASK_PREREQUISITES
 from add3d.models.heading import encode_heading
 from add3d.models.htl import HierarchicalTaskLearning
+from add3d.models.losses import laplacian_uncertainty_loss
 from detector_scene import (
     CLASSES,
     assert_same_objects,
@@ -187,6 +188,25 @@ def test_depth_loss_reads_the_depth_target_that_a_depth_only_jitter_scales(detec
     exact = depth_term(1.0, 1.0)
     assert depth_term(1.15, 1.15) == pytest.approx(exact, abs=1e-6)  # location unchanged: only the depth target counts
     assert depth_term(1.0, 1.15) > exact + 0.5
+
+
+def test_depth_loss_variance_net_attenuates_by_the_depth_heads_own_variance(batch):
+    """"combined" (GUPNet) weighs the depth error by the summed variance; "net" by the depth head's own."""
+    torch.manual_seed(4)
+    parts = {}
+    for choice in ("combined", "net"):
+        torch.manual_seed(4)
+        det = build_detector(small_config("gupnet", gupnet={"depth_loss_variance": choice})).train()
+        out = det(batch["image"], batch["targets"], meta=batch["meta"])
+        mask = batch["targets"]["mask_2d"] > 0
+        assert (out["depth"][..., 1][mask] >= out["depth_net_log_variance"][..., 0][mask] - 1e-5).all()  # variances add
+        variance = out["depth_net_log_variance"][..., 0] if choice == "net" else out["depth"][..., 1]
+        expected = laplacian_uncertainty_loss(out["depth"][..., 0], batch["targets"]["depth"][..., 0], variance / 2, mask)
+        parts[choice] = float(det.loss(out, batch["targets"], batch["meta"])[1]["depth"])
+        assert parts[choice] == pytest.approx(float(expected), rel=1e-5)
+    assert parts["combined"] != pytest.approx(parts["net"], rel=1e-3)
+    with pytest.raises(Add3dError, match="depth_loss_variance must be 'combined' or 'net'"):
+        build_detector(small_config("gupnet", gupnet={"depth_loss_variance": "sum"}))
 
 
 def test_inference_runs_roi_heads_on_top_k_peaks(detector, batch):

@@ -199,9 +199,10 @@ def without_removed_keys(content: dict, source: str, warn: bool = False) -> dict
 
 
 def config_from_dict(content: dict, source: str = "<checkpoint config>", overrides: list[str] = ()) -> Config:
-    """A config from a plain dict (e.g. the ``config`` stored in a checkpoint), validated like a file."""
+    """A config from a plain dict (the ``config`` stored in a checkpoint or an ONNX file), validated like
+    a file read for inference (``load_config(..., training=False)``)."""
     return _apply_overrides(_merge(OmegaConf.structured(Config), without_removed_keys(content, source), source),
-                            source, overrides)
+                            source, overrides, training=False)
 
 
 def _checked(schema, training: bool, teacher_required: bool = True) -> Config:
@@ -211,7 +212,7 @@ def _checked(schema, training: bool, teacher_required: bool = True) -> Config:
         raise Add3dError(str(error).splitlines()[0]) from None
     if not training:
         config.distill = None
-    validate_config(config, teacher_required)
+    validate_config(config, teacher_required, training)
     return config
 
 
@@ -236,8 +237,9 @@ def _apply_overrides(schema, source: str, overrides: list[str], training: bool =
         raise Add3dError(f"{culprit}: {error}") from None
 
 
-def validate_config(config: Config, teacher_required: bool = True) -> None:
-    """Cross-field checks the types cannot express (the caller names the file or override)."""
+def validate_config(config: Config, teacher_required: bool = True, training: bool = True) -> None:
+    """Cross-field checks the types cannot express (the caller names the file or override); those on
+    training augmentation only for configs that will train."""
     config.data.validate()
     entry = detector_entry(config.model.name)  # an unknown detector name lists the known ones
     config.model.validate()
@@ -259,7 +261,7 @@ def validate_config(config: Config, teacher_required: bool = True) -> None:
     if config.data.depth_jitter > 0 and config.data.depth_jitter_scope == "depth" and not entry.depth_only_target:
         raise Add3dError(f"data.depth_jitter_scope depth: {config.model.name}'s losses read the 3D location too, so a "
                          f"depth-only jitter would contradict them; use data.depth_jitter_scope=scene")
-    if entry.geometric_depth and config.data.scale_depth_on_crop and config.data.random_crop > 0:
+    if training and entry.geometric_depth and config.data.scale_depth_on_crop and config.data.random_crop > 0:
         raise Add3dError(f"data.scale_depth_on_crop: {config.model.name} takes depth from 3D/2D heights through the "
                          f"input camera, which a crop leaves true; set data.scale_depth_on_crop=false")
     train = config.train

@@ -81,6 +81,11 @@ class GUPNetOptions:
     train_rois: str = "predicted"  # predicted (GUPNet's code: predicted 2D boxes at GT centres) | gt
     htl: bool = True  # Hierarchical Task Learning loss weights (needs the trainer's on_epoch_start)
     htl_window: int = 5  # epochs of loss statistics HTL compares
+    # Which log-variance attenuates the depth loss: "combined" (GUPNet: the residual's and the geometric
+    # depth's variances added, so an object's weight can never exceed what its 2D/3D heights allow) or
+    # "net" (the depth head's own): for a depth teacher whose residual reads metric depth, the geometric
+    # variance would cap the weight of far, small objects (sigma ~5.7 m at 35-50 m on the synthetic benchmark).
+    depth_loss_variance: str = "combined"
 
 # Loss terms and the terms they build on (GUPNet's HTL graph).
 TASK_PREREQUISITES = {
@@ -118,6 +123,9 @@ class GUPNet(MonoDetector):
         options = cfg.gupnet
         if options.train_rois not in ("predicted", "gt"):
             raise Add3dError(f"model.gupnet.train_rois must be 'predicted' or 'gt', got '{options.train_rois}'")
+        if options.depth_loss_variance not in ("combined", "net"):
+            raise Add3dError(f"model.gupnet.depth_loss_variance must be 'combined' or 'net', got '{options.depth_loss_variance}'")
+        self.depth_loss_variance = options.depth_loss_variance
         if options.roi_size < 1:
             raise Add3dError(f"model.gupnet.roi_size must be >= 1, got {options.roi_size}")
         self.backbone, self.neck = build_trunk(cfg)
@@ -229,6 +237,7 @@ class GUPNet(MonoDetector):
         channels = {
             "depth": 2,  # (depth in metres, log-variance)
             "depth_geometric": 1,
+            "depth_net_log_variance": 1,  # the depth head's own, before the geometric variance is added
             "offset_3d": 2,
             "size_3d": 3,  # residual from the class mean (h, w, l)
             "size_3d_log_variance": 1,  # of the 3D height
@@ -278,6 +287,7 @@ class GUPNet(MonoDetector):
         values = {
             "depth": torch.stack([depth, depth_log_variance], dim=1),
             "depth_geometric": depth_geometric[:, None],
+            "depth_net_log_variance": depth_out[:, 1:2],
             "offset_3d": self.roi_heads["offset_3d"](roi_input).flatten(1).float(),
             "size_3d": size_residual,
             "size_3d_log_variance": height_log_variance[:, None],
@@ -313,9 +323,9 @@ class GUPNet(MonoDetector):
         heading_bin, heading_residual = encode_heading(targets["alpha"], self.num_heading_bins)
         terms["heading"] = heading_loss(outputs["heading"], heading_bin, heading_residual, mask)
         depth_target = targets["depth"][..., 0]
-        terms["depth"] = laplacian_uncertainty_loss(
-            outputs["depth"][..., 0], depth_target, outputs["depth"][..., 1] / 2, mask
-        )
+        depth_log_variance = (outputs["depth_net_log_variance"][..., 0] if self.depth_loss_variance == "net"
+                              else outputs["depth"][..., 1])
+        terms["depth"] = laplacian_uncertainty_loss(outputs["depth"][..., 0], depth_target, depth_log_variance / 2, mask)
         if not bool(mask.any()):  # keep every ROI-head parameter in the graph (DDP), with zero gradient
             terms["depth"] = terms["depth"] + sum(p.sum() for p in self.roi_heads.parameters()) * 0.0
 
