@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.model = entry.official_config(release, cfg.model)
     cfg.model = dataclasses.replace(cfg.model, pretrained=None)  # the checkpoint has all the weights
     try:
-        config.validate_config(cfg)
+        config.validate_config(cfg, training=False)
     except Add3dError as error:
         raise Add3dError(f"{args.source}: the imported config is invalid ({error})") from None
     converted = entry.convert_official(release, cfg.model)

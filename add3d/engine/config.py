@@ -199,38 +199,38 @@ def without_removed_keys(content: dict, source: str, warn: bool = False) -> dict
 
 
 def config_from_dict(content: dict, source: str = "<checkpoint config>", overrides: list[str] = ()) -> Config:
-    """A config from a plain dict (the ``config`` stored in a checkpoint or an ONNX file), validated like
-    a file read for inference (``load_config(..., training=False)``)."""
+    """A config from a plain dict (e.g. the ``config`` stored in a checkpoint), validated like a file,
+    except for the checks on training augmentation (a stored config describes a trained model)."""
     return _apply_overrides(_merge(OmegaConf.structured(Config), without_removed_keys(content, source), source),
-                            source, overrides, training=False)
+                            source, overrides, stored=True)
 
 
-def _checked(schema, training: bool, teacher_required: bool = True) -> Config:
+def _checked(schema, training: bool, teacher_required: bool = True, stored: bool = False) -> Config:
     try:
         config: Config = OmegaConf.to_object(schema)
     except OmegaConfBaseException as error:
         raise Add3dError(str(error).splitlines()[0]) from None
     if not training:
         config.distill = None
-    validate_config(config, teacher_required, training)
+    validate_config(config, teacher_required, training and not stored)
     return config
 
 
 def _apply_overrides(schema, source: str, overrides: list[str], training: bool = True,
-                     teacher_required: bool = True) -> Config:
+                     teacher_required: bool = True, stored: bool = False) -> Config:
     """Overrides on top of the merged files, then validation. A value that does not validate is
     blamed on where it came from: the first override after which the config is invalid, else the file."""
     schemas = [schema]
     for text in overrides:
         schemas.append(_merge(schemas[-1], parse_override(text), f"command-line override '{text}'"))
     try:
-        return _checked(schemas[-1], training, teacher_required)
+        return _checked(schemas[-1], training, teacher_required, stored)
     except Add3dError as error:
         sources = [source] + [f"command-line override '{text}'" for text in overrides]
         culprit = sources[0]
         for candidate, earlier in zip(sources[1:], schemas[:-1]):
             try:
-                _checked(earlier, training, teacher_required)
+                _checked(earlier, training, teacher_required, stored)
             except Add3dError:
                 break
             culprit = candidate
