@@ -192,7 +192,6 @@ def test_depth_loss_reads_the_depth_target_that_a_depth_only_jitter_scales(detec
 
 def test_depth_loss_variance_net_attenuates_by_the_depth_heads_own_variance(batch):
     """"combined" (GUPNet) weighs the depth error by the summed variance; "net" by the depth head's own."""
-    torch.manual_seed(4)
     parts = {}
     for choice in ("combined", "net"):
         torch.manual_seed(4)
