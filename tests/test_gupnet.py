@@ -202,7 +202,7 @@ def test_depth_loss_variance_net_attenuates_by_the_depth_heads_own_variance(batc
         variance = out["depth_net_log_variance"][..., 0] if choice == "net" else out["depth"][..., 1]
         expected = laplacian_uncertainty_loss(out["depth"][..., 0], batch["targets"]["depth"][..., 0], variance / 2, mask)
         parts[choice] = float(det.loss(out, batch["targets"], batch["meta"])[1]["depth"])
-        assert parts[choice] == pytest.approx(float(expected), rel=1e-5)
+        assert parts[choice] == pytest.approx(expected.detach().item(), rel=1e-5)
     assert parts["combined"] != pytest.approx(parts["net"], rel=1e-3)
     with pytest.raises(Add3dError, match="depth_loss_variance must be 'combined' or 'net'"):
         build_detector(small_config("gupnet", gupnet={"depth_loss_variance": "sum"}))
