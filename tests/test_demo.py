@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from add3d.demo import judge_probes
+from add3d.demo import judge, judge_probes
 from add3d.evaluation.kitti_eval import evaluate_dirs
 from test_printed_commands import REPO, dry_run
 
@@ -88,3 +88,17 @@ def test_judge_probes_states_the_ratio_on_each_models_cars_and_on_the_common_car
     assert "both matched" not in judge_probes(probes)
     probes["baseline"]["matched"] = 0
     assert "cannot judge" in judge_probes(probes)
+
+
+def test_judge_states_the_ratios_and_calls_a_margin_clear_only_at_one_and_a_half():
+    def results(teacher: float, student: float, baseline: float) -> dict:
+        return {model: {"0.5": {"Car": {"3d": {"R40": [0.0, value, 0.0]}}}}
+                for model, value in (("teacher", teacher), ("add", student), ("baseline", baseline))}
+
+    clear = judge(results(9.73, 3.42, 1.41))
+    assert "teacher 9.73, ADD student 3.42, baseline 1.41 (student / baseline 2.43x, teacher / student 2.85x)" in clear
+    assert "holds by clear margins (each at least 1.5x)" in clear
+    assert "not every step by a clear margin" in judge(results(9.73, 1.47, 1.41))
+    broken = judge(results(9.73, 1.41, 1.41))
+    assert "does NOT hold" in broken and "the ADD student is not above the baseline" in broken
+    assert "student / baseline n/a" in judge(results(2.0, 1.0, 0.0))
