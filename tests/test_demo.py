@@ -48,6 +48,10 @@ def test_quick_demo_writes_an_honest_report(tmp_path: Path) -> None:
     commands = [line.split("    # ")[0] for line in reproduce]
     names = [c.split()[1] for c in commands]
     assert names[0] == "synth" and names.count("train") == 3 and names.count("eval") == 3
+    # the ADD student trains alone after the side-by-side pair, on both cores
+    threads = {c.split()[2]: "train.threads=2" in c.split() for c in commands if c.split()[1] == "train"}
+    assert threads == {"configs/monodle/synthetic.yaml": False, "configs/monodle/synthetic_teacher.yaml": False,
+                       "configs/monodle/synthetic_add.yaml": True}
     for command in commands:
         dry_run(command, REPO)
         checkpoint = re.search(r"--checkpoint (\S+)", command)
