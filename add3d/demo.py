@@ -50,8 +50,9 @@ from add3d.viz.report import plot_pr_curves, plot_side_by_side, plot_teacher_inp
 # centres (0.69x the baseline's error; benchmarks/depth_copy_probe.py, docs/RESULTS.md "Why the teacher stops near 0.6x").
 # With data.depth_region in the teacher's recipe (2026-12-06, seed 0): 9.73 / 1.47 / 1.41 and 0.49x on
 # matched cars; the previous teacher on that machine and data 4.59 with a student of 1.08. Over four seeds of
-# students of that teacher: ADD 2.00 +- 0.38 against the baseline's 1.27 +- 0.44 (p = 0.029); with the heatmap
-# response term weighted by the gradient rule (configs/monodle/synthetic_add.yaml) 2.49 +- 0.69, seed 0 3.42
+# students of that teacher (one thread each): ADD 2.00 +- 0.38 against the baseline's 1.27 +- 0.44 (p = 0.029);
+# with the heatmap response term weighted by the gradient rule (configs/monodle/synthetic_add.yaml)
+# 2.49 +- 0.69, seed 0 3.42; the demo's two-thread student (below) is another draw: 2.73, in 10.6 min
 # (docs/RESULTS.md, "The demo's student over four seeds").
 FULL = {"frames": 640, "epochs": {"baseline": 12, "teacher": 12, "add": 12},
         "milestones": {"baseline": 7, "teacher": 7, "add": 7}}
