@@ -13,6 +13,8 @@ default 4 loader workers each worker needs > ~15 samples/s.
 
     .venv/bin/python benchmarks/data_pipeline.py --root ../shared/data/kitti_mini --split train
     .venv/bin/python benchmarks/data_pipeline.py --root data/synth --split train --input 96 320 --workers 0 2
+    .venv/bin/python benchmarks/data_pipeline.py --root runs/demo/data --input 96 320 --depth none lidar \
+        --workers 0 --pools capped --repeats 4 --frame-cache-mb 0 512
 """
 
 from __future__ import annotations
@@ -67,14 +69,14 @@ def collate_timed(items):
 
 
 def measure(root: str, split: str, input_size: list[int], depth_source: str | None, repeats: int,
-            workers: int, pools: str) -> dict:
+            workers: int, pools: str, frame_cache_mb: float = 0.0) -> dict:
     from add3d.data.config import DataConfig
     from add3d.data.loader import init_worker
     from add3d.data.mono_dataset import build_mono_dataset
     from add3d.models.config import ModelConfig
 
     cfg = DataConfig(root=root, input_size=input_size, depth_source=depth_source,
-                     depth_dir="depth_dense" if depth_source == "dense" else None)
+                     depth_dir="depth_dense" if depth_source == "dense" else None, frame_cache_mb=frame_cache_mb)
     dataset = TimedSamples(build_mono_dataset(cfg, split, augment=True, seed=0, classes=ModelConfig().classes))
     count = min(len(dataset), 64)
     # (epoch, index) pairs: every repeat draws another augmentation, as epochs do.
@@ -94,7 +96,8 @@ def measure(root: str, split: str, input_size: list[int], depth_source: str | No
             cpu_seconds += seconds
         wall_seconds = time.perf_counter() - started
     samples = len(order)
-    return {"depth_source": depth_source or "none", "workers": workers, "pools": pools, "samples": samples,
+    return {"depth_source": depth_source or "none", "workers": workers, "pools": pools,
+            "frame_cache_mb": frame_cache_mb, "samples": samples,
             "cpu_ms_per_sample": round(1000 * cpu_seconds / samples, 2),
             "samples_per_second": round(samples / wall_seconds, 1)}
 
@@ -109,21 +112,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader workers (0 = this process)")
     parser.add_argument("--pools", nargs="+", default=["default", "capped"], choices=("default", "capped"))
     parser.add_argument("--repeats", type=int, default=2, help="passes over (at most 64) frames")
+    parser.add_argument("--frame-cache-mb", type=float, nargs="+", default=[0.0],
+                        help="data.frame_cache_mb settings (the first pass fills the cache, later passes hit it)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = []
     for workers in args.workers:
         for pools in args.pools:
             for depth in args.depth:
-                results.append(measure(args.root, args.split, args.input, None if depth == "none" else depth,
-                                       args.repeats, workers, pools))
+                for cache_mb in args.frame_cache_mb:
+                    results.append(measure(args.root, args.split, args.input, None if depth == "none" else depth,
+                                           args.repeats, workers, pools, cache_mb))
     ratios = {}
     for row in results:
         if row["depth_source"] == "lidar":
             rgb = next((r for r in results if r["depth_source"] == "none" and r["workers"] == row["workers"]
-                        and r["pools"] == row["pools"]), None)
+                        and r["pools"] == row["pools"] and r["frame_cache_mb"] == row["frame_cache_mb"]), None)
             if rgb is not None:
-                ratios[f"workers={row['workers']},pools={row['pools']}"] = round(
+                ratios[f"workers={row['workers']},pools={row['pools']},frame_cache_mb={row['frame_cache_mb']:g}"] = round(
                     row["cpu_ms_per_sample"] / rgb["cpu_ms_per_sample"], 3)
     print(json.dumps({"benchmark": "data_pipeline", "root": args.root, "input": args.input, "results": results,
                       "lidar_over_rgb": ratios, "target_lidar_over_rgb": 1.5}, indent=2))

@@ -143,3 +143,31 @@ def test_lidar_depth_map_fast_path_matches_the_plain_projection(kitti_mini):
     points = np.concatenate([points[:, :3], extra])
     size = (1242, 375)
     np.testing.assert_array_equal(lidar_depth_map(points, calib, size), reference_lidar_depth_map(points, calib, size))
+
+
+def assert_samples_equal(got: dict, expected: dict) -> None:
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            assert_samples_equal(got[key], value)
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(got[key], value), key
+        else:
+            assert got[key] == value, key
+
+
+def test_frame_cache_gives_the_same_samples_and_keeps_to_its_budget(tmp_path):
+    root = make_fake_kitti(tmp_path / "kitti", frames=6, val_frames=0)
+    options = dict(root=str(root), input_size=[64, 192], skip_unknown_difficulty=False, depth_source="object",
+                   depth_fill=3, depth_jitter=0.2)
+    plain = build_mono_dataset(DataConfig(**options), "train", augment=True, seed=5, classes=KITTI_CLASSES)
+    frame_mb = (plain.frames[0].image.nbytes + plain.depth_map(plain.frames[0]).nbytes) / 2**20
+    cached = build_mono_dataset(DataConfig(**options, frame_cache_mb=3.5 * frame_mb), "train", augment=True, seed=5,
+                                classes=KITTI_CLASSES)
+    for epoch in range(3):
+        for dataset in (plain, cached):
+            dataset.set_epoch(epoch)
+        for index in range(len(plain)):
+            assert_samples_equal(cached[index], plain[index])
+    assert sorted(cached._cached_frames) == [0, 1, 2]  # 3.5 frames' worth: the first three, then full
+    assert all(frame.lidar is None and frame.depth is None for frame, _ in cached._cached_frames.values())
+    assert not plain._cached_frames

@@ -76,6 +76,10 @@ class DataConfig:
     # teacher and RGB baseline alike, not the teacher's error at all labelled cars; MonoDLE's synthetic
     # teacher recipe uses it (its ADD students beat the depth-blind controls' depth on every seed).
     depth_region: float = 0.0
+    # Keep up to this many MB of decoded frames (image, calibration, labels and the filled depth map) in
+    # each data-loading process, so that later epochs neither read nor project them again; samples are
+    # identical either way. A KITTI frame with its LiDAR depth map is ~3.3 MB; 0 = off.
+    frame_cache_mb: float = 0.0
 
     @property
     def input_hw(self) -> tuple[int, int]:
@@ -111,5 +115,7 @@ class DataConfig:
             raise Add3dError(f"data.depth_jitter_scope must be one of {', '.join(DEPTH_JITTER_SCOPES)}; got '{self.depth_jitter_scope}'")
         if not 0.0 <= self.depth_region <= 1.0:
             raise Add3dError(f"data.depth_region is a fraction of the 2D box in [0, 1], got {self.depth_region}")
+        if self.frame_cache_mb < 0:
+            raise Add3dError(f"data.frame_cache_mb must be >= 0 (0 = off), got {self.frame_cache_mb}")
         if self.depth_source == "dense" and not self.depth_dir:
             raise Add3dError("data.depth_source 'dense' needs data.depth_dir (a folder of 16-bit depth PNGs)")

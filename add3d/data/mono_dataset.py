@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from add3d.data.config import DataConfig
-from add3d.data.dataset import KittiDataset
+from add3d.data.dataset import KittiDataset, KittiFrame
 from add3d.data.depth_maps import fill_sparse_depth, lidar_depth_map, object_depth_map
 from add3d.data.kitti import Object3D
 from add3d.data.targets import TargetOptions, build_targets
@@ -158,6 +158,8 @@ class MonoDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.stride = stride
         self.epoch = 0
+        self._cached_frames: dict[int, tuple[KittiFrame, np.ndarray | None]] = {}
+        self._cached_bytes = 0
         if cfg.depth_source == "object" and not frames.load_labels:
             raise Add3dError(f"data.depth_source 'object' needs labels, which split '{frames.subset_dir}' lacks")
 
@@ -198,8 +200,24 @@ class MonoDataset(torch.utils.data.Dataset):
             # Plain Add3dError: DataLoader workers re-create exceptions from a single message.
             raise Add3dError(str(error)) from None
 
-    def _load(self, index: int, epoch: int) -> dict:
+    def frame_and_depth(self, index: int) -> tuple[KittiFrame, np.ndarray | None]:
+        """The raw frame and its filled depth map, from the frame cache while it has room
+        (``data.frame_cache_mb``; each loader worker keeps its own). Callers must not modify them."""
+        cached = self._cached_frames.get(index)
+        if cached is not None:
+            return cached
         frame = self.frames[index]
+        depth = self.depth_map(frame)
+        size = frame.image.nbytes + (0 if depth is None else depth.nbytes)
+        if self._cached_bytes + size <= self.cfg.frame_cache_mb * 2**20:
+            # The map is all a sample needs of the LiDAR points or the dense map: drop them.
+            frame = dataclasses.replace(frame, lidar=None, depth=None)
+            self._cached_frames[index] = (frame, depth)
+            self._cached_bytes += size
+        return frame, depth
+
+    def _load(self, index: int, epoch: int) -> dict:
+        frame, depth = self.frame_and_depth(index)
         params = AugmentationParams()
         if self.augment:
             params = sample_augmentation(
@@ -218,7 +236,7 @@ class MonoDataset(torch.utils.data.Dataset):
             self.cfg,
             params,
             objects=frame.objects if self.frames.load_labels else None,
-            depth=self.depth_map(frame),
+            depth=depth,
             stride=self.stride,
             classes=self.classes,
         )
