@@ -31,7 +31,8 @@ from add3d.errors import Add3dError
 from add3d.fileio import atomic_write_text
 from add3d.viz.report import plot_pr_curves, plot_side_by_side, plot_teacher_input, results_table, write_report
 
-# Budgets: the full demo takes ~10.6 minutes on 2 quiet CPU cores (2026-12-06); --quick is a ~3 minute smoke check.
+# Budgets: the full demo takes ~9.6 minutes on 2 quiet CPU cores (2026-12-06, with the frame cache of the synthetic
+# configs; 10.6 without it, same numbers); --quick is a ~3 minute smoke check.
 # The learning rate drops x0.1 after epoch 7 of 12 (the configs drop it after 10): the depth teacher
 # sharpens its depth at the low rate (benchmark teacher: median relative depth error 0.061 -> 0.030
 # in its 4 low-rate epochs; the baseline 0.060 -> 0.057). Measured on 2 quiet cores, seed 0:
@@ -52,7 +53,7 @@ from add3d.viz.report import plot_pr_curves, plot_side_by_side, plot_teacher_inp
 # matched cars; the previous teacher on that machine and data 4.59 with a student of 1.08. Over four seeds of
 # students of that teacher (one thread each): ADD 2.00 +- 0.38 against the baseline's 1.27 +- 0.44 (p = 0.029);
 # with the heatmap response term weighted by the gradient rule (configs/monodle/synthetic_add.yaml)
-# 2.49 +- 0.69, seed 0 3.42; the demo's two-thread student (below) is another draw: 2.73, in 10.6 min
+# 2.49 +- 0.69, seed 0 3.42; the demo's two-thread student (below) is another draw: 2.73, in 9.6 min
 # (docs/RESULTS.md, "The demo's student over four seeds").
 FULL = {"frames": 640, "epochs": {"baseline": 12, "teacher": 12, "add": 12},
         "milestones": {"baseline": 7, "teacher": 7, "add": 7}}
@@ -252,7 +253,7 @@ def run_demo(out_dir: Path, quick: bool = False, seed: int = 0, workers: int = 2
         # The demo does not validate while training (train.eval_every -1): a run's weights are its last checkpoint.
         teacher_checkpoint = run.out_dir / "teacher" / LAST_CHECKPOINT if model == "add" else None
         # The ADD student trains alone after the two side-by-side runs: both cores are its (measured:
-        # 264 s against 333 s for 720 steps; another thread count is another draw of the same seed).
+        # 252 s against 333 s for 720 steps; another thread count is another draw of the same seed).
         threads = 2 if model == "add" and workers >= 2 else None
         overrides = train_overrides(run, model, data_root, teacher_checkpoint, threads)
         config_path = configs / CONFIG_FILES[model]
