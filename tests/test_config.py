@@ -83,6 +83,8 @@ def test_wrong_types_and_values(tmp_path):
         load_config(None, ["model.in_channels=5"])  # a teacher needs depth
     with pytest.raises(Add3dError, match=r"eval_box2d_scale"):
         load_config(None, ["train.eval_box2d_scale=0"])
+    with pytest.raises(Add3dError, match=r"data\.frame_cache_mb must be >= 0"):
+        load_config(None, ["data.frame_cache_mb=-1"])
 
 
 def test_distill_section_enables_add_and_is_validated(tmp_path):
