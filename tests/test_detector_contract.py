@@ -87,6 +87,20 @@ def test_response_outputs_are_per_object(name, batch):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_responses_without_uncertainty_drop_only_the_log_variances(name, batch):
+    detector = build(name).train()
+    outputs = detector(batch["image"], batch["targets"], meta=batch["meta"])
+    full = detector.response_outputs(outputs, batch["targets"], batch["meta"])
+    values = detector.response_outputs(outputs, batch["targets"], batch["meta"], with_uncertainty=False)
+    dropped = {name: full[name].shape[-1] - (values[name].shape[-1] if name in values else 0) for name in full}
+    # MonoDLE's and GUPNet's depth responses carry (depth, log-variance); MonoFlex has a separate head.
+    expected = {"monoflex": {"depth_uncertainty": 4}}.get(name, {"depth": 1})
+    assert {k: v for k, v in dropped.items() if v} == expected
+    for key, value in values.items():
+        torch.testing.assert_close(value, full[key][..., : value.shape[-1]])
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_object_depth_is_the_depth_decode_gives_an_object_at_that_slot(name, batch):
     """Targets placed at the detector's own top-K peaks: each decoded box sits at its slot's object_depth."""
     detector = build(name).eval()

@@ -52,8 +52,11 @@ class TinyDetector(nn.Module):
         features = self.body(image)
         return {"features": features, "heatmap": self.heatmap(features), "depth": self.depth(features), "size_3d": self.size_3d(features)}
 
-    def response_outputs(self, outputs, targets, meta):
-        return {name: gather_at_indices(outputs[name], targets["indices"]) for name in ("depth", "size_3d")}
+    def response_outputs(self, outputs, targets, meta, with_uncertainty=True):
+        sampled = {name: gather_at_indices(outputs[name], targets["indices"]) for name in ("depth", "size_3d")}
+        if not with_uncertainty:  # channel 1 plays a log-variance
+            sampled["depth"] = sampled["depth"][..., :1]
+        return sampled
 
     def loss(self, outputs, targets, meta):
         heat = F.binary_cross_entropy_with_logits(outputs["heatmap"], targets["heatmap"])
@@ -171,6 +174,22 @@ def test_loss_weights_scale_the_terms():
     assert torch.equal(sum(terms.values()), loss)
     assert torch.allclose(terms["distill_feature"], 3.0 * logs["distill_feature"])
     assert all(term.requires_grad for term in terms.values())
+
+
+def test_response_uncertainty_off_matches_only_the_values():
+    batch = make_batch()
+    full = make_module().eval().loss_terms(batch)[1]
+    cfg = DistillConfig(depth_bins=8, ffn_channels=32, pool=2, response_uncertainty=False)
+    module = make_module(cfg).eval()
+    values = module.loss_terms(batch)[1]
+    with torch.no_grad():
+        student = module.detector.response_outputs(module.detector(batch["image"]), batch["targets"], batch["meta"])
+        teacher = module.teacher.response_outputs(module.teacher(teacher_input(batch)), batch["targets"], batch["meta"])
+    real = batch["targets"]["mask_2d"] > 0
+    depth_only = (student["depth"][..., 0] - teacher["depth"][..., 0]).abs()[real].mean()
+    torch.testing.assert_close(values["distill_response_depth"], depth_only)
+    torch.testing.assert_close(values["distill_response_size_3d"], full["distill_response_size_3d"])
+    assert not torch.isclose(values["distill_response_depth"], full["distill_response_depth"])
 
 
 def test_auto_balance_gives_each_term_the_target_gradient_share_and_leaves_training_state_alone():

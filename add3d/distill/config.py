@@ -27,6 +27,10 @@ class DistillConfig:
     object_distillation: bool = True
     # L_resp: heatmap + per-object regression outputs, the teacher's outputs as targets.
     response_distillation: bool = True
+    # L_resp also matches the predicted uncertainties (depth log-variances). Off: only the values; a
+    # teacher that sees depth has other uncertainties than an RGB student, and GUPNet's students took
+    # its larger ones (docs/RESULTS.md, "GUPNet: the teacher's uncertainty").
+    response_uncertainty: bool = True
 
     # ----- loss weights (L = L_det + sum of weight * term) ------------------------------------
     feature_weight: float = 1.0

@@ -168,8 +168,8 @@ class DistillationModule(nn.Module):
         if cfg.response_distillation:
             heatmap_term = losses.heatmap_response_loss(student_out["heatmap"], teacher_out["heatmap"], targets["heatmap"])
             with torch.no_grad():
-                teacher_responses = self.teacher.response_outputs(teacher_out, targets, meta)
-            student_responses = self.detector.response_outputs(student_out, targets, meta)
+                teacher_responses = self.teacher.response_outputs(teacher_out, targets, meta, cfg.response_uncertainty)
+            student_responses = self.detector.response_outputs(student_out, targets, meta, cfg.response_uncertainty)
             regression_term, parts = losses.regression_response_loss(student_responses, teacher_responses, object_mask)
             terms["distill_response_heatmap"] = self.loss_weights[2] * heatmap_term
             terms["distill_response_regression"] = self.loss_weights[3] * regression_term

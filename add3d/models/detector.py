@@ -86,8 +86,12 @@ class MonoDetector(nn.Module, abc.ABC):
         """Detections per image in ORIGINAL image coordinates (``None`` = the config's defaults)."""
 
     @abc.abstractmethod
-    def response_outputs(self, outputs: Outputs, targets: Targets, meta: Meta) -> dict[str, Tensor]:
-        """Per-object outputs at the target slots, name -> ``B x M x k``, for response distillation."""
+    def response_outputs(self, outputs: Outputs, targets: Targets, meta: Meta, with_uncertainty: bool = True) -> dict[str, Tensor]:
+        """Per-object outputs at the target slots, name -> ``B x M x k``, for response distillation.
+
+        ``with_uncertainty=False`` leaves out the predicted uncertainties (log-variances): a teacher
+        that sees depth is uncertain about other things than an RGB student (``distill.response_uncertainty``).
+        """
 
     @abc.abstractmethod
     def object_depth(self, outputs: Outputs, targets: Targets, meta: Meta) -> Tensor:

@@ -353,7 +353,7 @@ class GUPNet(MonoDetector):
             )
 
     # ----- response distillation -------------------------------------------------------------------
-    def response_outputs(self, outputs, targets, meta) -> dict[str, torch.Tensor]:
+    def response_outputs(self, outputs, targets, meta, with_uncertainty: bool = True) -> dict[str, torch.Tensor]:
         """Per-object outputs at the target slots: 2D heads sampled at the centres, ROI heads as they are.
 
         Depth is compared as log-depth (plus its log-variance): an L1 in metres lets one far or
@@ -362,10 +362,11 @@ class GUPNet(MonoDetector):
         self._check_slots(outputs, targets)
         indices = targets["indices"].long()
         depth = outputs["depth"]
+        log_depth = torch.log(depth[..., 0].clamp(min=0.1))
         return {
             "offset_2d": gather_at_indices(outputs["offset_2d"], indices),
             "size_2d": gather_at_indices(outputs["size_2d"], indices),
-            "depth": torch.stack([torch.log(depth[..., 0].clamp(min=0.1)), depth[..., 1]], dim=-1),
+            "depth": torch.stack([log_depth, depth[..., 1]], dim=-1) if with_uncertainty else log_depth[..., None],
             "offset_3d": outputs["offset_3d"],
             "size_3d": outputs["size_3d"],
             "heading": outputs["heading"],

@@ -70,9 +70,14 @@ class MonoDLE(MonoDetector):
         outputs["features"] = features
         return outputs
 
-    def response_outputs(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict) -> dict[str, torch.Tensor]:
-        """Per-object head outputs at ``targets["indices"]``: name -> ``B x M x k`` (raw, before transforms)."""
-        return {name: gather_at_indices(outputs[name], targets["indices"]) for name in OBJECT_HEADS}
+    def response_outputs(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict,
+                         with_uncertainty: bool = True) -> dict[str, torch.Tensor]:
+        """Per-object head outputs at ``targets["indices"]``: name -> ``B x M x k`` (raw, before transforms);
+        the depth head's second channel is its log-variance."""
+        sampled = {name: gather_at_indices(outputs[name], targets["indices"]) for name in OBJECT_HEADS}
+        if not with_uncertainty:
+            sampled["depth"] = sampled["depth"][..., :1]
+        return sampled
 
     def object_depth(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict) -> torch.Tensor:
         """Decoded depth (metres) at ``targets["indices"]``: B x M."""

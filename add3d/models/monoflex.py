@@ -344,7 +344,7 @@ class MonoFlex(MonoDetector):
         return total, {name: value.detach() for name, value in parts.items()}
 
     # ----- response distillation -------------------------------------------------------------------
-    def response_outputs(self, outputs, targets, meta) -> dict[str, torch.Tensor]:
+    def response_outputs(self, outputs, targets, meta, with_uncertainty: bool = True) -> dict[str, torch.Tensor]:
         """Per-object outputs at ``targets["indices"]`` (B x M x k), decoded where MonoFlex decodes them:
         keypoints, the four depths (as log-depth, so that far objects do not dominate the L1) and
         their uncertainties, the ensemble depth, sizes in metres, orientation."""
@@ -352,7 +352,7 @@ class MonoFlex(MonoDetector):
             outputs, targets["indices"].long(), targets["cls_ids"], self._camera(meta, outputs["heatmap"].device)
         )
         batch, slots = targets["indices"].shape
-        return {
+        responses = {
             "box2d": preds["box2d"],
             "offset_3d": preds["offset_3d"],
             "keypoints": preds["keypoints"].reshape(batch, slots, -1),
@@ -363,6 +363,9 @@ class MonoFlex(MonoDetector):
             "depth_uncertainty": preds["log_sigma"],
             "ensemble_depth": torch.log(preds["depth"])[..., None],
         }
+        if not with_uncertainty:
+            del responses["depth_uncertainty"]
+        return responses
 
     def object_depth(self, outputs, targets, meta) -> torch.Tensor:
         """The uncertainty-weighted ensemble depth (metres, what ``decode`` places boxes at) at the target slots: B x M."""
