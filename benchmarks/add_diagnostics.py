@@ -47,6 +47,7 @@ from add3d.engine.inference import load_detector
 from add3d.engine.modules import detector_input
 from add3d.engine.probes import depth_probes, median_by_range
 from add3d.engine.trainer import build_training_module
+from add3d.models.gupnet import GUPNet
 
 
 # LiDAR read-outs: name -> (window side in input pixels, how the window's valid depths are reduced).
@@ -77,6 +78,7 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
     loader = build_loader(dataset, 8, 0)
     abs_error, rel_error, scores, count = 0.0, 0.0, 0.0, 0
     car_errors, car_relative, car_truth = [], [], []  # per Car object, for the medians
+    car_sigmas = []  # GUPNet: the depth sigma (m) its loss and its score use, exp(log-variance / 2)
     car_id = list(dataset.classes).index("Car") if "Car" in dataset.classes else -1
     for batch in tqdm(loader, desc=run.name, leave=False):
         targets = batch["targets"]
@@ -89,6 +91,8 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
         cars = mask & (targets["cls_ids"] == car_id)
         car_errors.append((depth - truth).abs()[cars])
         car_truth.append(truth[cars])
+        if isinstance(detector, GUPNet):
+            car_sigmas.append(torch.exp(0.5 * outputs["depth"][..., 1])[cars])
         car_relative.append(((depth - truth).abs() / truth.clamp(min=1e-3))[cars])
         rel_error += ((depth - truth).abs() / truth.clamp(min=1e-3))[mask].sum().item()
         heat = torch.sigmoid(outputs["heatmap"]).flatten(2)  # B x C x hw
@@ -99,6 +103,7 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
         count += int(mask.sum())
     objects_2d = max(count, 1)
     car_errors, car_relative, car_truth = torch.cat(car_errors), torch.cat(car_relative), torch.cat(car_truth)
+    sigma = {"car_depth_sigma_median_m": round(float(torch.cat(car_sigmas).median()), 3)} if car_sigmas and len(car_errors) else {}
     return {
         "objects": count,
         "depth_mae_m": round(abs_error / objects_2d, 3),
@@ -110,6 +115,7 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
         "car_depth_median_rel": round(float(car_relative.median()), 4) if len(car_relative) else float("nan"),
         "car_within_1m": round(float((car_errors < 1.0).float().mean()), 3) if len(car_errors) else float("nan"),
         "car_depth_median_by_range_m": median_by_range(car_errors, car_truth),
+        **sigma,
     }
 
 
