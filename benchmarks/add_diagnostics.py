@@ -92,7 +92,7 @@ def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
         car_errors.append((depth - truth).abs()[cars])
         car_truth.append(truth[cars])
         if isinstance(detector, GUPNet):
-            car_sigmas.append(torch.exp(0.5 * outputs["depth"][..., 1])[cars])
+            car_sigmas.append(GUPNet.depth_sigma(outputs)[cars])
         car_relative.append(((depth - truth).abs() / truth.clamp(min=1e-3))[cars])
         rel_error += ((depth - truth).abs() / truth.clamp(min=1e-3))[mask].sum().item()
         heat = torch.sigmoid(outputs["heatmap"]).flatten(2)  # B x C x hw

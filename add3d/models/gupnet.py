@@ -372,6 +372,11 @@ class GUPNet(MonoDetector):
             "heading": outputs["heading"],
         }
 
+    @staticmethod
+    def depth_sigma(outputs) -> torch.Tensor:
+        """The depth sigma (metres) per ROI slot, exp(log-variance / 2): what the score is discounted by."""
+        return torch.exp(0.5 * outputs["depth"][..., 1])
+
     def object_depth(self, outputs, targets, meta) -> torch.Tensor:
         """The ROI depth head's depth (metres) at the target slots: B x M."""
         self._check_slots(outputs, targets)
@@ -392,8 +397,8 @@ class GUPNet(MonoDetector):
         P2 = meta["P2"].to(outputs["depth"].device, torch.float64)
         to_original = meta["input_to_original"].to(outputs["depth"].device, torch.float64)
 
-        depth, log_variance = outputs["depth"][..., 0], outputs["depth"][..., 1]
-        scores = outputs["roi_scores"] * torch.exp(-torch.exp(0.5 * log_variance))
+        depth = outputs["depth"][..., 0]
+        scores = outputs["roi_scores"] * torch.exp(-self.depth_sigma(outputs))
         boxes = outputs["roi_boxes"].double()
         box_corners = torch.stack([boxes[..., :2], boxes[..., 2:]], dim=2)
         centre_feature = (torch.stack([xs, ys], dim=-1) + outputs["offset_3d"]).double()
