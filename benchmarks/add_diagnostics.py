@@ -1,8 +1,8 @@
 """Why does (or doesn't) ADD help? Smooth per-object diagnostics of trained runs.
 
 AP3D at a CPU budget is a noisy, thresholded metric (a box counts only above 0.5 3D IoU). This
-script measures what depth distillation should improve directly, on the validation split without
-augmentation, at the ground-truth object centres (`targets["indices"]`, `mask_3d`):
+script measures what depth distillation should improve directly, on the validation split (``--split
+train``: the training frames a teacher is distilled on) without augmentation, at the ground-truth object centres (`targets["indices"]`, `mask_3d`):
 - depth: mean absolute error and mean relative error of the predicted depth (metres);
 - heatmap: mean sigmoid score at the GT centres (how confidently objects are found);
 - cars: the median depth error (metres and relative) and the share within 1 m over all labelled cars,
@@ -62,19 +62,21 @@ def first_frames(data_cfg, split: str, max_frames: int, scratch: Path, with_dept
     return build_mono_dataset(data_cfg, str(subset), augment=False, with_depth=with_depth, classes=classes)
 
 
-def load_run(run: Path, max_frames: int, scratch: Path):
-    """(config, detector with its checkpoint's input spec, the first max_frames validation frames, their labels)."""
+def load_run(run: Path, max_frames: int, scratch: Path, split: str = "val"):
+    """(config, detector with its checkpoint's input spec, the first max_frames frames of the run's
+    ``split`` ("val" or "train", without augmentation), their labels)."""
     cfg = load_config(run / "config.yaml", training=False)
     detector = load_detector(cfg, run / "checkpoint_last.pth", torch.device("cpu"))
     with_depth = detector.input_spec.kind == "rgbd"
-    dataset = first_frames(cfg.data, cfg.data.val_split, max_frames, scratch, with_depth, cfg.model.classes)
+    split_file = cfg.data.val_split if split == "val" else cfg.data.train_split
+    dataset = first_frames(cfg.data, split_file, max_frames, scratch, with_depth, cfg.model.classes)
     truth = {frame_id: dataset.ground_truth(i) for i, frame_id in enumerate(dataset.ids)}
     return cfg, detector, dataset, truth
 
 
 @torch.no_grad()
-def object_errors(run: Path, max_frames: int, scratch: Path) -> dict:
-    _, detector, dataset, _ = load_run(run, max_frames, scratch)
+def object_errors(run: Path, max_frames: int, scratch: Path, split: str = "val") -> dict:
+    _, detector, dataset, _ = load_run(run, max_frames, scratch, split)
     loader = build_loader(dataset, 8, 0)
     abs_error, rel_error, scores, count = 0.0, 0.0, 0.0, 0
     car_errors, car_relative, car_truth = [], [], []  # per Car object, for the medians
@@ -181,10 +183,10 @@ def lidar_readout(run: Path, max_frames: int, scratch: Path) -> dict:
     return report
 
 
-def probes(run: Path, max_frames: int, scratch: Path, score_threshold: float | None = None) -> dict:
-    """The library's depth probes (add3d.engine.probes) on the run's validation frames, on the
+def probes(run: Path, max_frames: int, scratch: Path, score_threshold: float | None = None, split: str = "val") -> dict:
+    """The library's depth probes (add3d.engine.probes) on the run's ``split`` frames, on the
     detections above ``score_threshold`` (None: the run's model.score_threshold, as decode does)."""
-    _, detector, dataset, truth = load_run(run, max_frames, scratch)
+    _, detector, dataset, truth = load_run(run, max_frames, scratch, split)
     return depth_probes(detector, build_loader(dataset, 8, 0), truth, detector.input_spec, torch.device("cpu"),
                         score_threshold)
 
@@ -217,6 +219,9 @@ def main() -> int:
                         help="probe the detections above this score (default: each run's model.score_threshold)")
     parser.add_argument("--lidar-readout", action="store_true",
                         help="also the LiDAR read-outs of the same cars (a property of the data, not of the model)")
+    parser.add_argument("--split", choices=("val", "train"), default="val",
+                        help="the frames of the object errors and probes: the validation split, or the training "
+                             "split without augmentation (what a teacher's outputs are distilled on)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -227,9 +232,9 @@ def main() -> int:
     report = {}
     for run in args.runs:
         with tempfile.TemporaryDirectory() as scratch:
-            report[run.name] = {} if args.grads_only else object_errors(run, args.max_frames, Path(scratch))
+            report[run.name] = {} if args.grads_only else object_errors(run, args.max_frames, Path(scratch), args.split)
             if not args.grads_only and not args.no_probes:
-                report[run.name]["probes"] = probes(run, args.max_frames, Path(scratch), args.score_threshold)
+                report[run.name]["probes"] = probes(run, args.max_frames, Path(scratch), args.score_threshold, args.split)
             if args.lidar_readout:
                 report[run.name]["lidar_readout"] = lidar_readout(run, args.max_frames, Path(scratch))
         if args.grads or args.grads_only:

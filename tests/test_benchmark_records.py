@@ -185,3 +185,19 @@ def test_a_transcribed_record_without_some_figures_is_summarised_on_the_figures_
     assert teacher == "| teacher | 1 | 24.00 | s0: 24.00 | – | – |  | – | – |"
     probes = bench.probe_table({"teacher_s0": {"sensitivity": 0.76}})
     assert probes.splitlines()[2] == "| teacher_s0 |  |  |  |  |  | 0.76 |  |"
+
+
+def test_diagnostics_read_the_split_asked_for(tmp_path):
+    """``--split train`` measures the frames a teacher is distilled on; the default stays validation."""
+    from engine_helpers import train_one_epoch_run
+
+    diagnostics = load_script("add_diagnostics")
+    root, run, _ = train_one_epoch_run(tmp_path)
+    for split, frames in (("val", ["000008", "000009", "000010"]), ("train", ["000000", "000001", "000002"])):
+        scratch = tmp_path / split
+        scratch.mkdir()
+        _, _, dataset, truth = diagnostics.load_run(run, 3, scratch, split)
+        assert list(dataset.ids) == frames and sorted(truth) == frames
+        errors = diagnostics.object_errors(run, 3, scratch, split)
+        assert errors["objects"] > 0 and errors["depth_mae_m"] > 0
+    assert (root / "ImageSets" / "train.txt").read_text().split() == [f"{i:06d}" for i in range(8)]  # untouched
