@@ -192,6 +192,22 @@ def test_response_uncertainty_off_matches_only_the_values():
     assert not torch.isclose(values["distill_response_depth"], full["distill_response_depth"])
 
 
+def test_response_depth_weight_scales_only_the_depth_response():
+    batch = make_batch()
+    plain = make_module().eval().loss_terms(batch)[1]
+    cfg = DistillConfig(depth_bins=8, ffn_channels=32, pool=2, response_depth_weight=7.0)
+    logs = make_module(cfg).eval().loss_terms(batch)[1]
+    heads = [name for name in logs if name.startswith("distill_response_") and name not in
+             ("distill_response_heatmap", "distill_response_regression")]
+    assert "distill_response_depth" in heads and len(heads) > 1
+    for name in heads:  # the same model (same seed): the unweighted parts are identical
+        torch.testing.assert_close(logs[name], plain[name])
+    others = sum(logs[name] for name in heads if name != "distill_response_depth")
+    torch.testing.assert_close(logs["distill_response_regression"], others + 7.0 * logs["distill_response_depth"])
+    with pytest.raises(Add3dError, match="loss weights must be >= 0"):
+        DistillConfig(response_depth_weight=-1.0).validate()
+
+
 def test_auto_balance_gives_each_term_the_target_gradient_share_and_leaves_training_state_alone():
     cfg = DistillConfig(depth_bins=8, ffn_channels=32, pool=2, response_regression_weight=0.0)
     module = make_module(cfg).train()
@@ -265,6 +281,11 @@ def test_losses_are_zero_when_student_equals_teacher():
     shifted = {k: v + 0.5 for k, v in responses.items()}
     total, _ = losses.regression_response_loss(shifted, responses, batch["targets"]["mask_2d"])
     assert total.item() == pytest.approx(1.0)
+    # A head weight scales that head's part of the total only; the logged parts stay unweighted.
+    shifted["depth"] = responses["depth"] + 2.0
+    total, parts = losses.regression_response_loss(shifted, responses, batch["targets"]["mask_2d"], {"depth": 10.0})
+    assert total.item() == pytest.approx(10.0 * 2.0 + 0.5)
+    assert parts["depth"].item() == pytest.approx(2.0) and parts["size_3d"].item() == pytest.approx(0.5)
     # Background weight: the feature loss only sees foreground when it is 0.
     fg_only = losses.foreground_mask(batch["targets"]["heatmap"], 0.0)
     far = features.clone()

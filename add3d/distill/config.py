@@ -37,6 +37,11 @@ class DistillConfig:
     object_weight: float = 1.0
     response_heatmap_weight: float = 1.0
     response_regression_weight: float = 1.0
+    # Within L_resp's regression term, the weight of each detector's "depth" response (the others: 1).
+    # The term matches log-depth, whose pull on a car at depth d is 1/d, against the label's Laplacian
+    # sqrt(2)/sigma: at weight 1 GUPNet's students feel their teacher's depth ~10x less than the label's
+    # (docs/RESULTS.md, "GUPNet: on the teacher's own training frames").
+    response_depth_weight: float = 1.0
     # "fixed": the weights above; "auto": before the first step, each distillation weight is set so
     # that its term's gradient norm on the student is balance_target x the detection loss's, measured
     # over balance_batches training batches (add3d.distill.wrapper.balance_weights; logged).
@@ -78,7 +83,8 @@ class DistillConfig:
             raise Add3dError(f"distill.position_range must be [x0, y0, z0, x1, y1, z1] with mins < maxes, got {self.position_range}")
         if self.pool < 1 or self.num_heads < 1:
             raise Add3dError(f"distill.pool and distill.num_heads must be >= 1, got {self.pool}, {self.num_heads}")
-        weights = (self.feature_weight, self.object_weight, self.response_heatmap_weight, self.response_regression_weight)
+        weights = (self.feature_weight, self.object_weight, self.response_heatmap_weight, self.response_regression_weight,
+                   self.response_depth_weight)
         if any(w < 0 for w in weights) or self.background_weight < 0:
             raise Add3dError("distill loss weights must be >= 0")
 

@@ -53,11 +53,13 @@ def heatmap_response_loss(student_logits: Tensor, teacher_logits: Tensor, gaussi
     return (per_cell * weight).sum() / weight.sum().clamp(min=1.0)
 
 
-def regression_response_loss(student: dict[str, Tensor], teacher: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+def regression_response_loss(student: dict[str, Tensor], teacher: dict[str, Tensor], mask: Tensor,
+                             head_weights: dict[str, float] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """L1 between per-object head outputs (``detector.response_outputs``: name -> B x M x k).
 
-    Returns the sum over heads and each head's term (for logging). Teacher values are targets
-    (detached); heads missing from either side are a programming error.
+    Returns the sum over heads, each times its ``head_weights`` entry (1 if absent), and each head's
+    unweighted term (for logging). Teacher values are targets (detached); heads missing from either
+    side are a programming error.
     """
     if student.keys() != teacher.keys():
         raise KeyError(f"student and teacher response outputs differ: {sorted(student)} vs {sorted(teacher)}")
@@ -74,5 +76,6 @@ def regression_response_loss(student: dict[str, Tensor], teacher: dict[str, Tens
         t = torch.where(valid[..., None], t, 0.0)
         per_object = (s - t).abs().mean(dim=-1)  # B x M
         parts[name] = per_object.sum() / valid.sum().clamp(min=1)
-    total = sum(parts.values()) if parts else mask.new_zeros(())
+    weights = head_weights or {}
+    total = sum(weights.get(name, 1.0) * value for name, value in parts.items()) if parts else mask.new_zeros(())
     return total, parts

@@ -170,7 +170,8 @@ class DistillationModule(nn.Module):
             with torch.no_grad():
                 teacher_responses = self.teacher.response_outputs(teacher_out, targets, meta, cfg.response_uncertainty)
             student_responses = self.detector.response_outputs(student_out, targets, meta, cfg.response_uncertainty)
-            regression_term, parts = losses.regression_response_loss(student_responses, teacher_responses, object_mask)
+            regression_term, parts = losses.regression_response_loss(student_responses, teacher_responses, object_mask,
+                                                                     {"depth": cfg.response_depth_weight})
             terms["distill_response_heatmap"] = self.loss_weights[2] * heatmap_term
             terms["distill_response_regression"] = self.loss_weights[3] * regression_term
             logs["distill_response_heatmap"] = heatmap_term.detach()
