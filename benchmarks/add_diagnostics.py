@@ -2,7 +2,8 @@
 
 AP3D at a CPU budget is a noisy, thresholded metric (a box counts only above 0.5 3D IoU). This
 script measures what depth distillation should improve directly, on the validation split (``--split
-train``: the training frames a teacher is distilled on) without augmentation, at the ground-truth object centres (`targets["indices"]`, `mask_3d`):
+train``: the training frames a teacher is distilled on) without augmentation, at the ground-truth
+object centres (`targets["indices"]`, `mask_3d`):
 - depth: mean absolute error and mean relative error of the predicted depth (metres);
 - heatmap: mean sigmoid score at the GT centres (how confidently objects are found);
 - cars: the median depth error (metres and relative) and the share within 1 m over all labelled cars,
