@@ -133,7 +133,7 @@ class TinyDetector(nn.Module):
             results.append([Object3D("Car", 0, 0, float(calib.ry_to_alpha(0.0, u)), box, dims, location, 0.0, float(score))])
         return results
 
-    def response_outputs(self, outputs, targets, meta, with_uncertainty=True):
+    def response_outputs(self, outputs, targets, meta, with_uncertainty=True, depth_in_metres=False):
         return {"depth": torch.gather(outputs["depth"].flatten(1), 1, targets["indices"])[..., None]}
 
 

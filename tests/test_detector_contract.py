@@ -228,3 +228,22 @@ def test_eight_heading_bins_train_and_decode_consistently(name, batch):
         detections = detector.decode(outputs, batch["meta"], score_threshold=0.0, top_k=10)
         alphas = [o.alpha for image in detections for o in image]
         assert alphas and all(abs(math.remainder(a - alpha, 2 * math.pi)) < 1e-5 for a in alphas), (alpha, alphas)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_depth_responses_in_metres_are_the_decoded_depths(name, batch):
+    detector = build(name).train()
+    outputs = detector(batch["image"], batch["targets"], meta=batch["meta"])
+    default = detector.response_outputs(outputs, batch["targets"], batch["meta"], with_uncertainty=False)
+    metres = detector.response_outputs(outputs, batch["targets"], batch["meta"], with_uncertainty=False, depth_in_metres=True)
+    real = batch["targets"]["mask_2d"] > 0
+    assert metres.keys() == default.keys()
+    decoded = metres["ensemble_depth" if name == "monoflex" else "depth"][..., 0]
+    torch.testing.assert_close(decoded[real], detector.object_depth(outputs, batch["targets"], batch["meta"])[real])
+    for key in default:
+        if "depth" in key and name != "monodle":  # log-depth by default
+            torch.testing.assert_close(torch.log(metres[key][real]), default[key][real])
+        elif key == "depth":  # MonoDLE: the raw logit by default
+            torch.testing.assert_close(metres[key][real], 1.0 / torch.sigmoid(default[key][real]) - 1.0, rtol=1e-4, atol=1e-4)
+        else:
+            torch.testing.assert_close(metres[key], default[key])

@@ -52,8 +52,10 @@ class TinyDetector(nn.Module):
         features = self.body(image)
         return {"features": features, "heatmap": self.heatmap(features), "depth": self.depth(features), "size_3d": self.size_3d(features)}
 
-    def response_outputs(self, outputs, targets, meta, with_uncertainty=True):
+    def response_outputs(self, outputs, targets, meta, with_uncertainty=True, depth_in_metres=False):
         sampled = {name: gather_at_indices(outputs[name], targets["indices"]) for name in ("depth", "size_3d")}
+        if depth_in_metres:  # channel 0 plays a log-depth
+            sampled["depth"] = torch.cat([sampled["depth"][..., :1].exp(), sampled["depth"][..., 1:]], dim=-1)
         if not with_uncertainty:  # channel 1 plays a log-variance
             sampled["depth"] = sampled["depth"][..., :1]
         return sampled
@@ -190,6 +192,19 @@ def test_response_uncertainty_off_matches_only_the_values():
     torch.testing.assert_close(values["distill_response_depth"], depth_only)
     torch.testing.assert_close(values["distill_response_size_3d"], full["distill_response_size_3d"])
     assert not torch.isclose(values["distill_response_depth"], full["distill_response_depth"])
+
+
+def test_response_depth_metres_reaches_both_models_responses():
+    batch = make_batch()
+    cfg = DistillConfig(depth_bins=8, ffn_channels=32, pool=2, response_uncertainty=False, response_depth_metres=True)
+    module = make_module(cfg).eval()
+    logs = module.loss_terms(batch)[1]
+    with torch.no_grad():
+        student = module.detector(batch["image"])["depth"]
+        teacher = module.teacher(teacher_input(batch))["depth"]
+    real = batch["targets"]["mask_2d"] > 0
+    s, t = (gather_at_indices(x, batch["targets"]["indices"])[..., 0] for x in (student, teacher))
+    torch.testing.assert_close(logs["distill_response_depth"], (s.exp() - t.exp()).abs()[real].mean())
 
 
 def test_response_depth_weight_scales_only_the_depth_response():

@@ -388,3 +388,26 @@ def test_training_seeds_htl_with_one_no_grad_pass(tmp_path):
     seed = state["task_weighting.history"][0]
     assert bool((seed > 0).all()) and bool(torch.isfinite(seed).all())
     assert float(state["task_weighting.epoch_steps"]) >= 1  # epoch 0's own steps, not yet in the history
+
+
+def test_depth_response_in_metres_reaches_only_the_roi_depth_residual(batch):
+    """In metres, f*H/h would pull a far box's 2D height with d/h per metre: the geometric part is detached,
+    so the 3D-height head gets nothing and every parameter gets exactly the residual's gradient."""
+    torch.manual_seed(0)
+    det = build_detector(small_config("gupnet")).train()
+    outputs = det(batch["image"], batch["targets"], meta=batch["meta"])
+    real = batch["targets"]["mask_2d"] > 0
+
+    def gradients(value: torch.Tensor) -> dict[str, torch.Tensor]:
+        det.zero_grad()
+        value[real].sum().backward(retain_graph=True)
+        return {name: p.grad.clone() for name, p in det.named_parameters() if p.grad is not None}
+
+    metres = gradients(det.response_outputs(outputs, batch["targets"], batch["meta"], False, True)["depth"][..., 0])
+    residual = gradients(outputs["depth"][..., 0] - outputs["depth_geometric"][..., 0])
+    log_depth = gradients(det.response_outputs(outputs, batch["targets"], batch["meta"], False, False)["depth"][..., 0])
+    assert metres.keys() == residual.keys()
+    for name in metres:
+        torch.testing.assert_close(metres[name], residual[name])
+    assert all(float(grad.abs().sum()) == 0 for name, grad in metres.items() if name.startswith("roi_heads.size_3d."))
+    assert any(name.startswith("roi_heads.size_3d.") and float(grad.abs().sum()) > 0 for name, grad in log_depth.items())

@@ -42,6 +42,11 @@ class DistillConfig:
     # sqrt(2)/sigma: at weight 1 GUPNet's students feel their teacher's depth ~10x less than the label's
     # (docs/RESULTS.md, "GUPNet: on the teacher's own training frames").
     response_depth_weight: float = 1.0
+    # Compare the depth responses in metres (the decoded depth) instead of log-depth / the raw logit:
+    # a car at depth d is then pulled by 1, not 1/d, so far cars — where a LiDAR teacher knows most —
+    # feel their teacher as much as near ones. GUPNet's then reaches only its ROI residual: in metres
+    # the geometric f*H/h would pass d/h per metre to the 2D box height of a far, small box.
+    response_depth_metres: bool = False
     # "fixed": the weights above; "auto": before the first step, each distillation weight is set so
     # that its term's gradient norm on the student is balance_target x the detection loss's, measured
     # over balance_batches training batches (add3d.distill.wrapper.balance_weights; logged).

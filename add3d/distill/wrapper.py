@@ -168,8 +168,10 @@ class DistillationModule(nn.Module):
         if cfg.response_distillation:
             heatmap_term = losses.heatmap_response_loss(student_out["heatmap"], teacher_out["heatmap"], targets["heatmap"])
             with torch.no_grad():
-                teacher_responses = self.teacher.response_outputs(teacher_out, targets, meta, cfg.response_uncertainty)
-            student_responses = self.detector.response_outputs(student_out, targets, meta, cfg.response_uncertainty)
+                teacher_responses = self.teacher.response_outputs(teacher_out, targets, meta, cfg.response_uncertainty,
+                                                                  cfg.response_depth_metres)
+            student_responses = self.detector.response_outputs(student_out, targets, meta, cfg.response_uncertainty,
+                                                                cfg.response_depth_metres)
             regression_term, parts = losses.regression_response_loss(student_responses, teacher_responses, object_mask,
                                                                      {"depth": cfg.response_depth_weight})
             terms["distill_response_heatmap"] = self.loss_weights[2] * heatmap_term

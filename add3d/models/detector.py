@@ -86,11 +86,14 @@ class MonoDetector(nn.Module, abc.ABC):
         """Detections per image in ORIGINAL image coordinates (``None`` = the config's defaults)."""
 
     @abc.abstractmethod
-    def response_outputs(self, outputs: Outputs, targets: Targets, meta: Meta, with_uncertainty: bool = True) -> dict[str, Tensor]:
+    def response_outputs(self, outputs: Outputs, targets: Targets, meta: Meta, with_uncertainty: bool = True,
+                         depth_in_metres: bool = False) -> dict[str, Tensor]:
         """Per-object outputs at the target slots, name -> ``B x M x k``, for response distillation.
 
         ``with_uncertainty=False`` leaves out the predicted uncertainties (log-variances): a teacher
         that sees depth is uncertain about other things than an RGB student (``distill.response_uncertainty``).
+        ``depth_in_metres=True`` gives the depth responses as decoded metres rather than the detector's
+        default (log-depth or raw logit) (``distill.response_depth_metres``).
         """
 
     @abc.abstractmethod

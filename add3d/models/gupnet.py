@@ -353,20 +353,26 @@ class GUPNet(MonoDetector):
             )
 
     # ----- response distillation -------------------------------------------------------------------
-    def response_outputs(self, outputs, targets, meta, with_uncertainty: bool = True) -> dict[str, torch.Tensor]:
+    def response_outputs(self, outputs, targets, meta, with_uncertainty: bool = True,
+                         depth_in_metres: bool = False) -> dict[str, torch.Tensor]:
         """Per-object outputs at the target slots: 2D heads sampled at the centres, ROI heads as they are.
 
-        Depth is compared as log-depth (plus its log-variance): an L1 in metres lets one far or
-        untrained ROI (geometric depths of hundreds of metres early on) dominate the distillation.
+        Depth is compared as log-depth (plus its log-variance): through f*H/h, an L1 in metres pulls the
+        2D box height of a far, small box with d/h per metre. ``depth_in_metres`` compares metres with
+        the geometric depth detached, so that the pull reaches only the ROI depth residual.
         """
         self._check_slots(outputs, targets)
         indices = targets["indices"].long()
         depth = outputs["depth"]
-        log_depth = torch.log(depth[..., 0].clamp(min=0.1))
+        if depth_in_metres:
+            geometric = outputs["depth_geometric"][..., 0]
+            value = depth[..., 0] - geometric + geometric.detach()
+        else:
+            value = torch.log(depth[..., 0].clamp(min=0.1))
         return {
             "offset_2d": gather_at_indices(outputs["offset_2d"], indices),
             "size_2d": gather_at_indices(outputs["size_2d"], indices),
-            "depth": torch.stack([log_depth, depth[..., 1]], dim=-1) if with_uncertainty else log_depth[..., None],
+            "depth": torch.stack([value, depth[..., 1]], dim=-1) if with_uncertainty else value[..., None],
             "offset_3d": outputs["offset_3d"],
             "size_3d": outputs["size_3d"],
             "heading": outputs["heading"],

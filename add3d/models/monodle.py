@@ -71,10 +71,12 @@ class MonoDLE(MonoDetector):
         return outputs
 
     def response_outputs(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], meta: dict,
-                         with_uncertainty: bool = True) -> dict[str, torch.Tensor]:
-        """Per-object head outputs at ``targets["indices"]``: name -> ``B x M x k`` (raw, before transforms);
-        the depth head's second channel is its log-variance."""
+                         with_uncertainty: bool = True, depth_in_metres: bool = False) -> dict[str, torch.Tensor]:
+        """Per-object head outputs at ``targets["indices"]``: name -> ``B x M x k`` (raw, before transforms;
+        with ``depth_in_metres`` the depth is decoded); the depth head's second channel is its log-variance."""
         sampled = {name: gather_at_indices(outputs[name], targets["indices"]) for name in OBJECT_HEADS}
+        if depth_in_metres:
+            sampled["depth"] = torch.cat([depth_from_logit(sampled["depth"][..., :1]), sampled["depth"][..., 1:]], dim=-1)
         if not with_uncertainty:
             sampled["depth"] = sampled["depth"][..., :1]
         return sampled

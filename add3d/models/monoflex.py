@@ -344,10 +344,12 @@ class MonoFlex(MonoDetector):
         return total, {name: value.detach() for name, value in parts.items()}
 
     # ----- response distillation -------------------------------------------------------------------
-    def response_outputs(self, outputs, targets, meta, with_uncertainty: bool = True) -> dict[str, torch.Tensor]:
+    def response_outputs(self, outputs, targets, meta, with_uncertainty: bool = True,
+                         depth_in_metres: bool = False) -> dict[str, torch.Tensor]:
         """Per-object outputs at ``targets["indices"]`` (B x M x k), decoded where MonoFlex decodes them:
-        keypoints, the four depths (as log-depth, so that far objects do not dominate the L1) and
-        their uncertainties, the ensemble depth, sizes in metres, orientation."""
+        keypoints, the four depths (as log-depth, so that far objects do not dominate the L1; in metres
+        with ``depth_in_metres``) and their uncertainties, the ensemble depth, sizes in metres, orientation."""
+        depth_space = (lambda depth: depth) if depth_in_metres else torch.log
         preds = self.object_predictions(
             outputs, targets["indices"].long(), targets["cls_ids"], self._camera(meta, outputs["heatmap"].device)
         )
@@ -358,10 +360,10 @@ class MonoFlex(MonoDetector):
             "keypoints": preds["keypoints"].reshape(batch, slots, -1),
             "size_3d": preds["size_3d"],
             "orientation": preds["orientation"],
-            "depth": torch.log(preds["direct_depth"])[..., None],
-            "keypoint_depths": torch.log(preds["keypoint_depths"]),
+            "depth": depth_space(preds["direct_depth"])[..., None],
+            "keypoint_depths": depth_space(preds["keypoint_depths"]),
             "depth_uncertainty": preds["log_sigma"],
-            "ensemble_depth": torch.log(preds["depth"])[..., None],
+            "ensemble_depth": depth_space(preds["depth"])[..., None],
         }
         if not with_uncertainty:
             del responses["depth_uncertainty"]
