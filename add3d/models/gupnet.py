@@ -357,9 +357,10 @@ class GUPNet(MonoDetector):
                          depth_in_metres: bool = False) -> dict[str, torch.Tensor]:
         """Per-object outputs at the target slots: 2D heads sampled at the centres, ROI heads as they are.
 
-        Depth is compared as log-depth (plus its log-variance): through f*H/h, an L1 in metres pulls the
-        2D box height of a far, small box with d/h per metre. ``depth_in_metres`` compares metres with
-        the geometric depth detached, so that the pull reaches only the ROI depth residual.
+        Depth is compared as log-depth (plus its log-variance): an L1 in metres lets one far or
+        untrained ROI (geometric depths of hundreds of metres early on) dominate the distillation, and
+        through f*H/h it pulls a small box's 2D height with d/h per metre. ``depth_in_metres`` compares
+        metres with the geometric depth detached, so that the pull reaches only the ROI depth residual.
         """
         self._check_slots(outputs, targets)
         indices = targets["indices"].long()
