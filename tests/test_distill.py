@@ -74,6 +74,7 @@ def make_batch(num_objects: int = 3, seed: int = 0) -> dict:
     indices = torch.zeros(B, M, dtype=torch.long)
     mask = torch.zeros(B, M)
     cls_ids = torch.zeros(B, M, dtype=torch.long)
+    box2d = torch.zeros(B, M, 4)
     for b in range(B):
         for k in range(num_objects):
             y = int(torch.randint(0, h, (1,), generator=generator))
@@ -81,6 +82,7 @@ def make_batch(num_objects: int = 3, seed: int = 0) -> dict:
             indices[b, k] = y * w + x
             mask[b, k] = 1
             cls_ids[b, k] = k % C
+            box2d[b, k] = torch.tensor([x - 1.5, y - 1.0, x + 1.5, y + 1.0])
             yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
             gauss = torch.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 2.0)
             heatmap[b, k % C] = torch.maximum(heatmap[b, k % C], gauss)
@@ -97,6 +99,7 @@ def make_batch(num_objects: int = 3, seed: int = 0) -> dict:
             "mask_2d": mask,
             "mask_3d": mask.clone(),
             "cls_ids": cls_ids,
+            "box2d": box2d,
             "depth": torch.rand(B, M, 1, generator=generator) * 40 + 5,
         },
         "meta": {"P2": P2.clone(), "P2_input": P2},
@@ -308,6 +311,55 @@ def test_losses_are_zero_when_student_equals_teacher():
     assert losses.feature_loss(far, features, fg_only).item() == pytest.approx(0.0, abs=1e-8)
 
 
+def test_region_loss_counts_every_object_once_whatever_its_area():
+    teacher = torch.zeros(1, 4, 20, 40)
+    student = teacher.clone()
+    student[..., :20] += 1.0  # left half off by 1, right half by 3
+    student[..., 20:] += 3.0
+    boxes = torch.tensor([[[2.0, 2.0, 6.0, 5.0], [22.0, 1.0, 38.0, 18.0], [0.0, 0.0, 0.0, 0.0]]])  # small left, big right
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    # One small and one large box: (1 + 9) / 2, where an area-weighted loss would be near 9.
+    assert losses.region_loss(student, teacher, boxes, mask, 7).item() == pytest.approx(5.0)
+    assert losses.region_loss(teacher.clone(), teacher, boxes, mask, 7).item() == 0.0
+    student.requires_grad_(True)
+    empty = losses.region_loss(student, teacher, boxes, torch.zeros(1, 3), 7)
+    empty.backward()
+    assert empty.item() == 0.0 and torch.equal(student.grad, torch.zeros_like(student))
+
+
+def test_region_term_is_weighted_logged_and_stands_alone():
+    batch = make_batch()
+    plain = make_module().eval()
+    assert "distill_region" not in plain.loss_terms(batch)[0]
+    cfg = DistillConfig(depth_bins=8, ffn_channels=32, pool=2, region_weight=4.0, region_size=3)
+    module = make_module(cfg).eval()
+    terms, logs = module.loss_terms(batch)
+    torch.testing.assert_close(terms["distill_region"], 4.0 * logs["distill_region"])
+    with torch.no_grad():  # the adapted, refined student map against the teacher's, at the objects' boxes
+        refined, _, _ = module._tokens(module.detector(batch["image"])["features"], batch["meta"]["P2_input"])
+        teacher_map = module.teacher(teacher_input(batch))["features"]
+        expected = losses.region_loss(module.feature_adapter(refined), teacher_map, batch["targets"]["box2d"],
+                                      batch["targets"]["mask_2d"], 3)
+    torch.testing.assert_close(logs["distill_region"], expected)
+    # Without L_feat the adapter (and the self-attention that refines its input) stays for L_region.
+    alone = make_module(DistillConfig(depth_bins=8, ffn_channels=32, pool=2, region_weight=1.0,
+                                      feature_distillation=False, object_distillation=False)).train()
+    terms, logs = alone.loss_terms(batch)
+    assert "distill_feature" not in terms and logs["distill_region"] > 0
+    assert alone.feature_adapter is not None and alone.self_attention is not None
+    sum(terms.values()).backward()
+    assert alone.feature_adapter.weight.grad.abs().sum() > 0
+    # A run saved before L_region (four weights) resumes with the config's fifth.
+    state = alone.state_dict()
+    state["loss_weights"] = state["loss_weights"][:4].clone()
+    alone.load_state_dict(state)
+    assert alone.loss_weights.tolist()[4] == 1.0
+    with pytest.raises(Add3dError, match="region_size"):
+        DistillConfig(region_size=0).validate()
+    with pytest.raises(Add3dError, match="loss weights must be >= 0"):
+        DistillConfig(region_weight=-1.0).validate()
+
+
 def test_response_losses_vanish_for_a_teacher_initialised_from_the_student():
     """Zero-initialised extra input channels: the teacher starts as the student, so L_resp = 0."""
     module = make_module()
@@ -475,12 +527,12 @@ def test_one_distillation_step_for_each_detector(name, kitti_batch):
             layer.momentum = None
     with torch.no_grad():
         teacher.train()(make_teacher_input(kitti_batch, InputSpec(kind="rgbd")), kitti_batch["targets"], meta=kitti_batch["meta"])
-    module = DistillationModule(student, teacher, DistillConfig(depth_bins=8, ffn_channels=32)).train()
+    module = DistillationModule(student, teacher, DistillConfig(depth_bins=8, ffn_channels=32, region_weight=1.0)).train()
     teacher_before = copy.deepcopy(teacher.state_dict())
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
     loss, logs = module(kitti_batch)
     assert torch.isfinite(loss)
-    assert logs["distill_object"] > 0 and logs["distill_feature"] > 0
+    assert logs["distill_object"] > 0 and logs["distill_feature"] > 0 and logs["distill_region"] > 0
     # The teacher starts as the student (zero depth weights, same BatchNorm statistics): no gap in the
     # dense heatmap. (Untrained ROI/keypoint depths amplify the tiny biased/unbiased variance gap.)
     assert logs["distill_response_heatmap"] < 1e-4 and torch.isfinite(logs["distill_response_regression"])
@@ -492,3 +544,4 @@ def test_one_distillation_step_for_each_detector(name, kitti_batch):
     empty = {**kitti_batch, "targets": {k: (torch.zeros_like(v) if k in ("mask_2d", "mask_3d", "heatmap") else v) for k, v in kitti_batch["targets"].items()}}
     loss, logs = module(empty)
     assert torch.isfinite(loss) and logs["distill_object"].item() == 0.0 and logs["distill_response_regression"].item() == 0.0
+    assert logs["distill_region"].item() == 0.0

@@ -47,6 +47,13 @@ class DistillConfig:
     # feel their teacher as much as near ones. GUPNet's then reaches only its ROI residual: in metres
     # the geometric f*H/h would pass d/h per metre to the 2D box height of a far, small box.
     response_depth_metres: bool = False
+    # L_region (0 = off): MSE between the adapted student map and the teacher's neck map, each
+    # ROI-aligned (region_size x region_size) at every labelled object's 2D box and averaged per object.
+    # L_feat's Gaussian mask weighs an object by its area, so near cars dominate it, where a LiDAR
+    # teacher knows no more than an RGB model; here a far car counts as much as a near one, over the
+    # whole box that GUPNet's ROI depth head reads (docs/RESULTS.md, "GUPNet: a per-object region term").
+    region_weight: float = 0.0
+    region_size: int = 7
     # "fixed": the weights above; "auto": before the first step, each distillation weight is set so
     # that its term's gradient norm on the student is balance_target x the detection loss's, measured
     # over balance_batches training batches (add3d.distill.wrapper.balance_weights; logged).
@@ -71,6 +78,11 @@ class DistillConfig:
     dropout: float = 0.0
     class_embedding: bool = True
 
+    @property
+    def maps_distilled(self) -> bool:
+        """Whether the student's neck map is matched to the teacher's (L_feat or L_region)."""
+        return self.feature_distillation or self.region_weight > 0
+
     def validate(self) -> None:
         if self.balance not in ("fixed", "auto") or not self.balance_target > 0 or self.balance_batches < 1:
             raise Add3dError(f"distill.balance must be fixed or auto with balance_target > 0 and balance_batches >= 1, "
@@ -86,10 +98,11 @@ class DistillConfig:
             self.position_range[i] >= self.position_range[i + 3] for i in range(3)
         ):
             raise Add3dError(f"distill.position_range must be [x0, y0, z0, x1, y1, z1] with mins < maxes, got {self.position_range}")
-        if self.pool < 1 or self.num_heads < 1:
-            raise Add3dError(f"distill.pool and distill.num_heads must be >= 1, got {self.pool}, {self.num_heads}")
+        if self.pool < 1 or self.num_heads < 1 or self.region_size < 1:
+            raise Add3dError(f"distill.pool, distill.num_heads and distill.region_size must be >= 1, "
+                             f"got {self.pool}, {self.num_heads}, {self.region_size}")
         weights = (self.feature_weight, self.object_weight, self.response_heatmap_weight, self.response_regression_weight,
-                   self.response_depth_weight)
+                   self.response_depth_weight, self.region_weight)
         if any(w < 0 for w in weights) or self.background_weight < 0:
             raise Add3dError("distill loss weights must be >= 0")
 

@@ -8,7 +8,8 @@ part of a checkpoint's ``model``. That is ADD's zero-inference-cost property.
 Detector-agnostic by construction: it only uses the MonoDetector contract of docs/DESIGN.md —
 ``outputs["features"]`` (the neck map that feeds the heads), ``outputs["heatmap"]`` (logits),
 ``response_outputs(outputs, targets, meta)`` (per-object head outputs) and ``targets["indices"]``
-(where the objects' centres are). MonoDLE, GUPNet and MonoFlex plug in unchanged.
+(where the objects' centres are) with ``targets["box2d"]`` (their 2D boxes, for L_region). MonoDLE,
+GUPNet and MonoFlex plug in unchanged.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class DistillationModule(nn.Module):
         # The distillation weights in TERM_NAMES order: the config's, or those `balance_weights` set
         # (a buffer, so a resumed run keeps them).
         self.register_buffer("loss_weights", torch.tensor(
-            [cfg.feature_weight, cfg.object_weight, cfg.response_heatmap_weight, cfg.response_regression_weight]))
+            [cfg.feature_weight, cfg.object_weight, cfg.response_heatmap_weight, cfg.response_regression_weight,
+             cfg.region_weight]))
         self.detector = student
         self.teacher = freeze(teacher)
         spec = getattr(teacher, "input_spec", None) or InputSpec(kind="rgbd")
@@ -60,7 +62,7 @@ class DistillationModule(nn.Module):
         student_channels = int(student.feature_channels)
         teacher_channels = int(teacher.feature_channels)
 
-        uses_tokens = cfg.object_distillation or (cfg.feature_distillation and cfg.self_attention)
+        uses_tokens = cfg.object_distillation or (cfg.maps_distilled and cfg.self_attention)
         self.position_encoding = (
             PositionEncoding3D(student_channels, cfg.depth_bins, cfg.depth_min, cfg.depth_max, cfg.position_range)
             if cfg.position_encoding and uses_tokens
@@ -71,7 +73,7 @@ class DistillationModule(nn.Module):
             if cfg.self_attention and uses_tokens
             else None
         )
-        self.feature_adapter = nn.Conv2d(student_channels, teacher_channels, 1) if cfg.feature_distillation else None
+        self.feature_adapter = nn.Conv2d(student_channels, teacher_channels, 1) if cfg.maps_distilled else None
         if cfg.object_distillation:
             self.cross_attention = TargetCrossAttention(
                 student_channels,
@@ -85,6 +87,14 @@ class DistillationModule(nn.Module):
         else:
             self.cross_attention = None
             self.object_adapter = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Runs saved before L_region existed hold four weights: resume them with the config's fifth.
+        key = prefix + "loss_weights"
+        saved = state_dict.get(key)
+        if saved is not None and saved.numel() == len(TERM_NAMES) - 1:
+            state_dict[key] = torch.cat([saved, self.loss_weights[len(TERM_NAMES) - 1:].to(saved)])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True) -> "DistillationModule":
         """Switch student and adapters; the teacher always stays in eval mode (fixed BatchNorm stats)."""
@@ -117,7 +127,7 @@ class DistillationModule(nn.Module):
         """(weighted loss terms with their graphs, detached logs); the training loss is their sum.
 
         Terms: ``detection`` and, for the enabled components, ``distill_feature``, ``distill_object``,
-        ``distill_response_heatmap``, ``distill_response_regression`` (each already times its
+        ``distill_response_heatmap``, ``distill_response_regression``, ``distill_region`` (each already times its
         weight). Separate terms let `benchmarks/add_diagnostics.py` measure each one's gradient.
         """
         targets = batch.get("targets")
@@ -145,11 +155,17 @@ class DistillationModule(nn.Module):
             self._tokens(student_features, P2_input) if needs_tokens else (student_features, None, None)
         )
 
-        if self.feature_adapter is not None:
+        adapted = self.feature_adapter(refined) if self.feature_adapter is not None else None
+        if cfg.feature_distillation:
             mask = losses.foreground_mask(targets["heatmap"], cfg.background_weight)
-            feature_term = losses.feature_loss(self.feature_adapter(refined), teacher_features, mask)
+            feature_term = losses.feature_loss(adapted, teacher_features, mask)
             terms["distill_feature"] = self.loss_weights[0] * feature_term
             logs["distill_feature"] = feature_term.detach()
+
+        if cfg.region_weight > 0:
+            region_term = losses.region_loss(adapted, teacher_features, targets["box2d"], object_mask, cfg.region_size)
+            terms["distill_region"] = self.loss_weights[4] * region_term
+            logs["distill_region"] = region_term.detach()
 
         if self.cross_attention is not None:
             object_position = None
@@ -185,7 +201,8 @@ class DistillationModule(nn.Module):
         return terms, logs
 
 
-TERM_NAMES = ("distill_feature", "distill_object", "distill_response_heatmap", "distill_response_regression")
+TERM_NAMES = ("distill_feature", "distill_object", "distill_response_heatmap", "distill_response_regression",
+              "distill_region")
 
 
 def student_gradient_norms(module: DistillationModule, batches) -> dict[str, float]:
