@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from add3d.geometry.tensor_geometry import roi_rows
+
 
 def foreground_mask(heatmap: Tensor, background_weight: float) -> Tensor:
     """B x 1 x h x w weights: max over classes of the Gaussian heatmap target + background weight.
@@ -37,8 +39,7 @@ def region_loss(student: Tensor, teacher: Tensor, boxes: Tensor, mask: Tensor, s
     real = mask > 0
     if not bool(real.any()):
         return student.sum() * 0.0  # keeps the adapter in the graph (DDP) with zero gradient
-    batch_index = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)[real]
-    rois = torch.cat([batch_index[:, None].float(), boxes[real].float()], dim=1)
+    rois = roi_rows(boxes.float(), real)
     student_crops = roi_align(student.float(), rois, (size, size), spatial_scale=1.0)  # AMP: fp32
     teacher_crops = roi_align(teacher.float(), rois, (size, size), spatial_scale=1.0)
     return (student_crops - teacher_crops).pow(2).mean()

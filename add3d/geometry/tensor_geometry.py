@@ -32,6 +32,16 @@ def gather_at_indices(feature_map: Tensor, indices: Tensor) -> Tensor:
     return flat.gather(2, index).transpose(1, 2)
 
 
+def roi_rows(boxes: Tensor, mask: Tensor | None = None) -> Tensor:
+    """torchvision ``roi_align``'s ``n x 5`` rows (batch index, x1, y1, x2, y2) from ``B x K x 4`` boxes,
+    in the boxes' dtype: the slots where ``mask`` is true, or every slot when it is None (no
+    data-dependent shape, so the graph exports)."""
+    batch, slots = boxes.shape[:2]
+    index = torch.arange(batch, device=boxes.device)[:, None].expand(batch, slots).to(boxes.dtype)
+    rows = torch.cat([index[..., None], boxes], dim=-1)
+    return rows.flatten(0, 1) if mask is None else rows[mask]
+
+
 # ----- back-projection ---------------------------------------------------------------------------
 def inverse_3x3(matrix: Tensor) -> Tensor:
     """Inverse of ``... x 3 x 3`` matrices by the adjugate (cofactors / determinant).

@@ -48,6 +48,7 @@ from add3d.geometry.tensor_geometry import (
     column_ray_angle,
     gather_at_indices,
     ray_angle,
+    roi_rows,
     wrap_angle,
 )
 from add3d.models.decode import (
@@ -256,8 +257,7 @@ class GUPNet(MonoDetector):
         top_left, bottom_right, box_height, focal = (select(t) for t in self._roi_camera(boxes, meta, input_hw))
         top_left, bottom_right = top_left.to(dtype), bottom_right.to(dtype)  # n x 2
 
-        batch_index = select(torch.arange(batch, device=device)[:, None].expand(batch, slots))
-        rois = torch.cat([batch_index[:, None].to(dtype), select(boxes)], dim=1)
+        rois = roi_rows(boxes, mask)
         size = self.roi_size
         from torchvision.ops import roi_align  # here: torchvision takes seconds to import (add3d --help)
 
