@@ -11,6 +11,10 @@ object centres (`targets["indices"]`, `mask_3d`):
 (Each detector's depth is the one its decoding would give an object peaking there: MonoDetector.object_depth.)
 The cars' median error is also split by true depth (``car_depth_median_by_range_m``): where a
 model's depth error sits (on the synthetic benchmark, far cars dominate it).
+GUPNet runs add ``gupnet_depth_parts``: the error of its geometric depth f*H/h alone, and with the
+labelled 2D box height, the box height's relative error and the ROI residual (what carries the depth).
+``--error-reference RUN`` (e.g. the teacher): each run's Pearson correlation of per-car log(predicted /
+true depth) with that run's, over the same cars — does a student share its teacher's error pattern?
 ``--lidar-readout``: a hand-written read-out of the same LiDAR map a depth teacher is given (the
 window around each car's projected 3D centre, plus one offset fitted on training cars), scored on
 the same cars: how much of the depth error a model that reads its input could remove.
@@ -76,12 +80,15 @@ def load_run(run: Path, max_frames: int, scratch: Path, split: str = "val"):
 
 
 @torch.no_grad()
-def object_errors(run: Path, max_frames: int, scratch: Path, split: str = "val") -> dict:
+def object_errors(run: Path, max_frames: int, scratch: Path, split: str = "val") -> tuple[dict, torch.Tensor]:
+    """(the figures, every labelled car's log(predicted / true depth) in a fixed order: the same cars
+    in the same order for every run on the same data, so runs' errors can be correlated)."""
     _, detector, dataset, _ = load_run(run, max_frames, scratch, split)
     loader = build_loader(dataset, 8, 0)
     abs_error, rel_error, scores, count = 0.0, 0.0, 0.0, 0
-    car_errors, car_relative, car_truth = [], [], []  # per Car object, for the medians
+    car_depths, car_truth = [], []  # per Car object, for the medians
     car_sigmas = []  # GUPNet: the depth sigma (m) its loss and its score use, exp(log-variance / 2)
+    car_parts = []  # GUPNet: (geometric depth f*H/h, predicted 2D box height, labelled 2D box height) per car
     car_id = list(dataset.classes).index("Car") if "Car" in dataset.classes else -1
     for batch in tqdm(loader, desc=run.name, leave=False):
         targets = batch["targets"]
@@ -92,11 +99,12 @@ def object_errors(run: Path, max_frames: int, scratch: Path, split: str = "val")
         truth = targets["depth"][..., 0]
         abs_error += (depth - truth).abs()[mask].sum().item()
         cars = mask & (targets["cls_ids"] == car_id)
-        car_errors.append((depth - truth).abs()[cars])
+        car_depths.append(depth[cars])
         car_truth.append(truth[cars])
         if isinstance(detector, GUPNet):
             car_sigmas.append(GUPNet.depth_sigma(outputs)[cars])
-        car_relative.append(((depth - truth).abs() / truth.clamp(min=1e-3))[cars])
+            box_heights = [boxes[..., 3] - boxes[..., 1] for boxes in (outputs["roi_boxes"], targets["box2d"])]
+            car_parts.append(torch.stack([outputs["depth_geometric"][..., 0], *box_heights], dim=-1)[cars])
         rel_error += ((depth - truth).abs() / truth.clamp(min=1e-3))[mask].sum().item()
         heat = torch.sigmoid(outputs["heatmap"]).flatten(2)  # B x C x hw
         index = targets["indices"].unsqueeze(1).expand(-1, heat.shape[1], -1)
@@ -105,8 +113,13 @@ def object_errors(run: Path, max_frames: int, scratch: Path, split: str = "val")
         scores += own_class[targets["mask_2d"] > 0].sum().item()
         count += int(mask.sum())
     objects_2d = max(count, 1)
-    car_errors, car_relative, car_truth = torch.cat(car_errors), torch.cat(car_relative), torch.cat(car_truth)
+    car_depths, car_truth = torch.cat(car_depths), torch.cat(car_truth)
+    car_errors = (car_depths - car_truth).abs()
+    car_relative = car_errors / car_truth.clamp(min=1e-3)
     sigma = {"car_depth_sigma_median_m": round(float(torch.cat(car_sigmas).median()), 3)} if car_sigmas and len(car_errors) else {}
+    if car_parts and len(car_errors):
+        sigma["gupnet_depth_parts"] = gupnet_depth_parts(car_depths, torch.cat(car_parts), car_truth)
+    car_log_ratio = torch.log(car_depths.clamp(min=1e-3) / car_truth.clamp(min=1e-3))
     return {
         "objects": count,
         "depth_mae_m": round(abs_error / objects_2d, 3),
@@ -119,7 +132,33 @@ def object_errors(run: Path, max_frames: int, scratch: Path, split: str = "val")
         "car_within_1m": round(float((car_errors < 1.0).float().mean()), 3) if len(car_errors) else float("nan"),
         "car_depth_median_by_range_m": median_by_range(car_errors, car_truth),
         **sigma,
+    }, car_log_ratio
+
+
+def gupnet_depth_parts(depth: torch.Tensor, parts: torch.Tensor, truth: torch.Tensor) -> dict:
+    """Where GUPNet's depth error sits, per car: its geometric depth f*H/h alone, f*H/h with the
+    labelled 2D box height in place of the predicted one, the predicted box height's relative error, and
+    the ROI residual added to f*H/h (median, metres). Each figure for all cars and for those 25 m and farther."""
+    geometric, predicted_height, true_height = parts.unbind(-1)
+    figures = {
+        "geometric_depth_error_m": (geometric - truth).abs(),
+        "geometric_depth_true_box_error_m": (geometric * predicted_height / true_height.clamp(min=1e-3) - truth).abs(),
+        "box_height_rel_error": (predicted_height / true_height.clamp(min=1e-3) - 1).abs(),
+        "residual_m": depth - geometric,
     }
+    far = truth >= 25.0
+    return {name: {"all": round(float(value.median()), 3),
+                   "25m+": round(float(value[far].median()), 3) if bool(far.any()) else float("nan")}
+            for name, value in figures.items()}
+
+
+def error_correlation(ratios: torch.Tensor, reference: torch.Tensor) -> float:
+    """Pearson correlation of two runs' per-car log(predicted / true depth) over the same cars: how much
+    of one run's error pattern the other shares (a student's with its teacher's)."""
+    if ratios.shape != reference.shape:
+        raise ValueError(f"the runs scored different cars ({len(ratios)} against {len(reference)}): not the same data")
+    a, b = ratios - ratios.mean(), reference - reference.mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-12))
 
 
 def window_readout(depth: torch.Tensor, centres: torch.Tensor, side: int, reduce: str) -> torch.Tensor:
@@ -223,17 +262,30 @@ def main() -> int:
     parser.add_argument("--split", choices=("val", "train"), default="val",
                         help="the frames of the object errors and probes: the validation split, or the training "
                              "split without augmentation (what a teacher's outputs are distilled on)")
+    parser.add_argument("--error-reference", type=Path, default=None,
+                        help="a run (e.g. the teacher): also each run's correlation of per-car depth errors with its")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    missing = [run for run in args.runs if not (run / "checkpoint_last.pth").is_file()]
+    reference_runs = [args.error_reference] if args.error_reference else []
+    missing = [run for run in [*args.runs, *reference_runs] if not (run / "checkpoint_last.pth").is_file()]
     if missing:  # before any work: a mistyped run folder must not shorten the report unnoticed
         print(f"error: {missing[0] / 'checkpoint_last.pth'}: no such file (not a finished run folder)", file=sys.stderr)
         return 2
     report = {}
+    reference = None
+    if args.error_reference and not args.grads_only:
+        with tempfile.TemporaryDirectory() as scratch:
+            reference = object_errors(args.error_reference, args.max_frames, Path(scratch), args.split)[1]
     for run in args.runs:
         with tempfile.TemporaryDirectory() as scratch:
-            report[run.name] = {} if args.grads_only else object_errors(run, args.max_frames, Path(scratch), args.split)
+            if args.grads_only:
+                report[run.name] = {}
+            else:
+                report[run.name], ratios = object_errors(run, args.max_frames, Path(scratch), args.split)
+                if reference is not None:
+                    report[run.name]["car_error_correlation"] = {
+                        "reference": str(args.error_reference), "pearson": round(error_correlation(ratios, reference), 4)}
             if not args.grads_only and not args.no_probes:
                 report[run.name]["probes"] = probes(run, args.max_frames, Path(scratch), args.score_threshold, args.split)
             if args.lidar_readout:

@@ -198,6 +198,29 @@ def test_diagnostics_read_the_split_asked_for(tmp_path):
         scratch.mkdir()
         _, _, dataset, truth = diagnostics.load_run(run, 3, scratch, split)
         assert list(dataset.ids) == frames and sorted(truth) == frames
-        errors = diagnostics.object_errors(run, 3, scratch, split)
+        errors, ratios = diagnostics.object_errors(run, 3, scratch, split)
+        assert len(ratios) == errors["cars"]
         assert errors["objects"] > 0 and errors["depth_mae_m"] > 0
     assert (root / "ImageSets" / "train.txt").read_text().split() == [f"{i:06d}" for i in range(8)]  # untouched
+
+
+def test_gupnet_depth_parts_split_the_error_between_box_height_and_residual():
+    diagnostics = load_script("add_diagnostics")
+    truth = torch.tensor([10.0, 30.0])
+    geometric = torch.tensor([8.0, 24.0])  # f*H/h on the predicted box
+    predicted_height, true_height = torch.tensor([10.0, 4.0]), torch.tensor([10.0, 5.0])  # the far box 20 % short
+    depth = torch.tensor([9.5, 29.0])  # residuals 1.5 and 5 m
+    parts = diagnostics.gupnet_depth_parts(depth, torch.stack([geometric, predicted_height, true_height], -1), truth)
+    assert parts["geometric_depth_error_m"] == {"all": 2.0, "25m+": 6.0}  # torch's median of two: the lower
+    assert parts["geometric_depth_true_box_error_m"] == {"all": 2.0, "25m+": pytest.approx(10.8)}  # 24 * 4/5 = 19.2
+    assert parts["box_height_rel_error"] == {"all": 0.0, "25m+": pytest.approx(0.2)}
+    assert parts["residual_m"] == {"all": 1.5, "25m+": 5.0}
+
+
+def test_error_correlation_is_one_for_a_shared_pattern_and_refuses_other_cars():
+    diagnostics = load_script("add_diagnostics")
+    reference = torch.tensor([0.1, -0.2, 0.05, 0.3])
+    assert diagnostics.error_correlation(2 * reference + 0.01, reference) == pytest.approx(1.0)
+    assert diagnostics.error_correlation(-reference, reference) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="different cars"):
+        diagnostics.error_correlation(reference[:3], reference)
