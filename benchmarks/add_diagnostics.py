@@ -135,6 +135,9 @@ def object_errors(run: Path, max_frames: int, scratch: Path, split: str = "val")
     }, car_log_ratio
 
 
+DEPTH_SCALES = (0.82, 0.9, 1.0)  # the depth-only jitter's lowest k (exp(-0.2)), a mid one, none
+
+
 def gupnet_depth_parts(depth: torch.Tensor, parts: torch.Tensor, truth: torch.Tensor) -> dict:
     """Where GUPNet's depth error sits, per car: its geometric depth f*H/h alone, f*H/h with the
     labelled 2D box height in place of the predicted one, the predicted box height's relative error, and
@@ -147,9 +150,14 @@ def gupnet_depth_parts(depth: torch.Tensor, parts: torch.Tensor, truth: torch.Te
         "residual_m": depth - geometric,
     }
     far = truth >= 25.0
-    return {name: {"all": round(float(value.median()), 3),
-                   "25m+": round(float(value[far].median()), 3) if bool(far.any()) else float("nan")}
-            for name, value in figures.items()}
+    parts = {name: {"all": round(float(value.median()), 3),
+                    "25m+": round(float(value[far].median()), 3) if bool(far.any()) else float("nan")}
+             for name, value in figures.items()}
+    # The residual 1/sigmoid - 1 is positive: a depth target k * z below f*H/h cannot be reached. The
+    # depth-only jitter scales z by k in [0.82, 1.22] and leaves f*H/h at the image's scale.
+    parts["share_of_cars_below_geometric_at_depth_scale"] = {
+        str(k): round(float((k * truth < geometric).float().mean()), 3) for k in DEPTH_SCALES}
+    return parts
 
 
 def error_correlation(ratios: torch.Tensor, reference: torch.Tensor) -> float:

@@ -215,6 +215,11 @@ def test_gupnet_depth_parts_split_the_error_between_box_height_and_residual():
     assert parts["geometric_depth_true_box_error_m"] == {"all": 2.0, "25m+": pytest.approx(10.8)}  # 24 * 4/5 = 19.2
     assert parts["box_height_rel_error"] == {"all": 0.0, "25m+": pytest.approx(0.2)}
     assert parts["residual_m"] == {"all": 1.5, "25m+": 5.0}
+    # A target k * z below f*H/h is out of the positive residual's reach: 0.82 * 10 = 8.2 and 24.6 are not below 8 and 24
+    assert parts["share_of_cars_below_geometric_at_depth_scale"] == {"0.82": 0.0, "0.9": 0.0, "1.0": 0.0}
+    longer = torch.stack([torch.tensor([9.5, 27.0]), predicted_height, true_height], -1)
+    below = diagnostics.gupnet_depth_parts(depth, longer, truth)["share_of_cars_below_geometric_at_depth_scale"]
+    assert below == {"0.82": 1.0, "0.9": 0.5, "1.0": 0.0}  # 8.2 < 9.5 and 24.6 < 27; 9 < 9.5 only; 10, 30 reachable
 
 
 def test_error_correlation_is_one_for_a_shared_pattern_and_refuses_other_cars():
