@@ -116,9 +116,9 @@ def object_errors(run: Path, max_frames: int, scratch: Path, split: str = "val")
     car_depths, car_truth = torch.cat(car_depths), torch.cat(car_truth)
     car_errors = (car_depths - car_truth).abs()
     car_relative = car_errors / car_truth.clamp(min=1e-3)
-    sigma = {"car_depth_sigma_median_m": round(float(torch.cat(car_sigmas).median()), 3)} if car_sigmas and len(car_errors) else {}
+    gupnet = {"car_depth_sigma_median_m": round(float(torch.cat(car_sigmas).median()), 3)} if car_sigmas and len(car_errors) else {}
     if car_parts and len(car_errors):
-        sigma["gupnet_depth_parts"] = gupnet_depth_parts(car_depths, torch.cat(car_parts), car_truth)
+        gupnet["gupnet_depth_parts"] = gupnet_depth_parts(car_depths, torch.cat(car_parts), car_truth)
     car_log_ratio = torch.log(car_depths.clamp(min=1e-3) / car_truth.clamp(min=1e-3))
     return {
         "objects": count,
@@ -131,7 +131,7 @@ def object_errors(run: Path, max_frames: int, scratch: Path, split: str = "val")
         "car_depth_median_rel": round(float(car_relative.median()), 4) if len(car_relative) else float("nan"),
         "car_within_1m": round(float((car_errors < 1.0).float().mean()), 3) if len(car_errors) else float("nan"),
         "car_depth_median_by_range_m": median_by_range(car_errors, car_truth),
-        **sigma,
+        **gupnet,
     }, car_log_ratio
 
 
@@ -271,7 +271,7 @@ def main() -> int:
                         help="the frames of the object errors and probes: the validation split, or the training "
                              "split without augmentation (what a teacher's outputs are distilled on)")
     parser.add_argument("--error-reference", type=Path, default=None,
-                        help="a run (e.g. the teacher): also each run's correlation of per-car depth errors with its")
+                        help="a run (e.g. the teacher): also each run's correlation of per-car depth errors with this one's")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -292,8 +292,13 @@ def main() -> int:
             else:
                 report[run.name], ratios = object_errors(run, args.max_frames, Path(scratch), args.split)
                 if reference is not None:
-                    report[run.name]["car_error_correlation"] = {
-                        "reference": str(args.error_reference), "pearson": round(error_correlation(ratios, reference), 4)}
+                    try:
+                        pearson = error_correlation(ratios, reference)
+                    except ValueError as error:
+                        print(f"error: {run} against {args.error_reference}: {error}", file=sys.stderr)
+                        return 2
+                    report[run.name]["car_error_correlation"] = {"reference": str(args.error_reference),
+                                                                 "pearson": round(pearson, 4)}
             if not args.grads_only and not args.no_probes:
                 report[run.name]["probes"] = probes(run, args.max_frames, Path(scratch), args.score_threshold, args.split)
             if args.lidar_readout:

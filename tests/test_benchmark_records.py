@@ -229,3 +229,20 @@ def test_error_correlation_is_one_for_a_shared_pattern_and_refuses_other_cars():
     assert diagnostics.error_correlation(-reference, reference) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="different cars"):
         diagnostics.error_correlation(reference[:3], reference)
+
+
+def test_diagnostics_refuse_a_reference_that_scored_other_cars(tmp_path, capsys, monkeypatch):
+    """Runs on different data cannot be correlated car by car: one line, exit 2, no report."""
+    diagnostics = load_script("add_diagnostics")
+    for name in ("teacher_s0", "add_s0"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checkpoint_last.pth").write_bytes(b"")
+    cars = {"teacher_s0": 3, "add_s0": 2}
+    monkeypatch.setattr(diagnostics, "object_errors", lambda run, *args: ({"cars": cars[run.name]}, torch.zeros(cars[run.name])))
+    monkeypatch.setattr("sys.argv", ["add_diagnostics.py", str(tmp_path / "add_s0"), "--no-probes",
+                                     "--error-reference", str(tmp_path / "teacher_s0")])
+    assert diagnostics.main() == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"error: {tmp_path / 'add_s0'} against {tmp_path / 'teacher_s0'}: the runs scored different cars "
+                            "(2 against 3): not the same data\n")
