@@ -92,6 +92,18 @@ def test_depth_jitter_is_seeded_bounded_and_leaves_the_other_draws_alone():
     assert np.exp(-0.2) <= min(gains) < 0.85 and 1.18 < max(gains) <= np.exp(0.2)
 
 
+def test_a_farther_only_depth_jitter_never_brings_the_scene_nearer():
+    gains = []
+    for index in range(200):
+        both = sample_augmentation(sample_generator(3, 1, index), SIZE, depth_jitter=0.2)
+        farther = sample_augmentation(sample_generator(3, 1, index), SIZE, depth_jitter=0.2, depth_jitter_farther_only=True)
+        assert (farther.flip, farther.crop, farther.crop_scale) == (both.flip, both.crop, both.crop_scale)
+        # The same uniform draw u, mapped to (0, j) instead of (-j, j): ln k_farther = (ln k_both + j) / 2.
+        assert np.log(farther.depth_gain) == pytest.approx((np.log(both.depth_gain) + 0.2) / 2)
+        gains.append(farther.depth_gain)
+    assert 1.0 <= min(gains) < 1.02 and 1.2 < max(gains) <= np.exp(0.2)
+
+
 def test_min_pool_fill_takes_the_nearest_surface_and_keeps_known_pixels():
     sparse = np.zeros((7, 7), np.float32)
     sparse[3, 3] = 10.0

@@ -68,6 +68,10 @@ class DataConfig:
     # labelled scene about the camera centre (depth, location and 3D size; the image is still exact),
     # for detectors whose losses read the 3D location (MonoFlex) or whose 3D height should carry the scale.
     depth_jitter_scope: str = "depth"
+    # k = exp(U(0, j)) instead: never nearer. GUPNet's depth is f*H/h plus a positive residual, and a
+    # depth-only k < 0.9 puts a third or more of the cars' targets below f*H/h, out of its reach
+    # (docs/RESULTS.md, "GUPNet: where its depth sits").
+    depth_jitter_farther_only: bool = False
     # A denser depth target (detectors with a dense depth head: MonoDLE): besides its centre cell, every
     # stride cell of an object's central region (this fraction of its 2D box, centred on the heatmap
     # peak) is supervised with the object's depth; 0 = off (MonoDLE's centre cell only). It asks for

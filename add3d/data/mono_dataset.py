@@ -228,6 +228,7 @@ class MonoDataset(torch.utils.data.Dataset):
                 self.cfg.crop_scale,
                 self.cfg.crop_shift,
                 self.cfg.depth_jitter,
+                self.cfg.depth_jitter_farther_only,
             )
         return encode_sample(
             frame.frame_id,

@@ -50,17 +50,20 @@ def sample_augmentation(
     scale: float = 0.4,
     shift: float = 0.1,
     depth_jitter: float = 0.0,
+    depth_jitter_farther_only: bool = False,
 ) -> AugmentationParams:
     """Draw MonoDLE's flip / crop-scale augmentation. ``image_size`` is (width, height).
 
     The draws happen in a fixed order (flip, crop, scale, shift x, shift y) whatever the outcome,
     so one sample's randomness never depends on another's. ``depth_jitter`` j > 0 adds a last draw,
-    the depth gain exp(U(-j, j)), so the earlier draws are those of a run without jitter.
+    the depth gain exp(U(-j, j)), so the earlier draws are those of a run without jitter;
+    ``depth_jitter_farther_only``: exp(U(0, j)), never nearer (the same one draw).
     """
     width, height = image_size
     flip_draw, crop_draw = rng.random(), rng.random()
     scale_draw, shift_x_draw, shift_y_draw = rng.standard_normal(3)
-    depth_gain = float(np.exp(rng.uniform(-depth_jitter, depth_jitter))) if depth_jitter > 0 else 1.0
+    low = 0.0 if depth_jitter_farther_only else -depth_jitter
+    depth_gain = float(np.exp(rng.uniform(low, depth_jitter))) if depth_jitter > 0 else 1.0
     flip = bool(flip_draw < flip_probability)
     crop = bool(crop_draw < crop_probability)
     if not crop:
