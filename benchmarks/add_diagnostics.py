@@ -143,10 +143,11 @@ def gupnet_depth_parts(depth: torch.Tensor, parts: torch.Tensor, truth: torch.Te
     labelled 2D box height in place of the predicted one, the predicted box height's relative error, and
     the ROI residual added to f*H/h (median, metres). Each figure for all cars and for those 25 m and farther."""
     geometric, predicted_height, true_height = parts.unbind(-1)
+    height_ratio = predicted_height / true_height.clamp(min=1e-3)
     figures = {
         "geometric_depth_error_m": (geometric - truth).abs(),
-        "geometric_depth_true_box_error_m": (geometric * predicted_height / true_height.clamp(min=1e-3) - truth).abs(),
-        "box_height_rel_error": (predicted_height / true_height.clamp(min=1e-3) - 1).abs(),
+        "geometric_depth_true_box_error_m": (geometric * height_ratio - truth).abs(),
+        "box_height_rel_error": (height_ratio - 1).abs(),
         "residual_m": depth - geometric,
     }
     far = truth >= 25.0
@@ -281,24 +282,26 @@ def main() -> int:
         print(f"error: {missing[0] / 'checkpoint_last.pth'}: no such file (not a finished run folder)", file=sys.stderr)
         return 2
     report = {}
-    reference = None
+    reference_errors, reference = None, None
     if args.error_reference and not args.grads_only:
         with tempfile.TemporaryDirectory() as scratch:
-            reference = object_errors(args.error_reference, args.max_frames, Path(scratch), args.split)[1]
+            reference_errors, reference = object_errors(args.error_reference, args.max_frames, Path(scratch), args.split)
     for run in args.runs:
         with tempfile.TemporaryDirectory() as scratch:
             if args.grads_only:
                 report[run.name] = {}
+            elif reference is not None and run.resolve() == args.error_reference.resolve():
+                report[run.name], ratios = dict(reference_errors), reference  # the reference is also a run: once
             else:
                 report[run.name], ratios = object_errors(run, args.max_frames, Path(scratch), args.split)
-                if reference is not None:
-                    try:
-                        pearson = error_correlation(ratios, reference)
-                    except ValueError as error:
-                        print(f"error: {run} against {args.error_reference}: {error}", file=sys.stderr)
-                        return 2
-                    report[run.name]["car_error_correlation"] = {"reference": str(args.error_reference),
-                                                                 "pearson": round(pearson, 4)}
+            if reference is not None:
+                try:
+                    pearson = error_correlation(ratios, reference)
+                except ValueError as error:
+                    print(f"error: {run} against {args.error_reference}: {error}", file=sys.stderr)
+                    return 2
+                report[run.name]["car_error_correlation"] = {"reference": str(args.error_reference),
+                                                             "pearson": round(pearson, 4)}
             if not args.grads_only and not args.no_probes:
                 report[run.name]["probes"] = probes(run, args.max_frames, Path(scratch), args.score_threshold, args.split)
             if args.lidar_readout:
