@@ -151,14 +151,14 @@ def gupnet_depth_parts(depth: torch.Tensor, parts: torch.Tensor, truth: torch.Te
         "residual_m": depth - geometric,
     }
     far = truth >= 25.0
-    parts = {name: {"all": round(float(value.median()), 3),
-                    "25m+": round(float(value[far].median()), 3) if bool(far.any()) else float("nan")}
-             for name, value in figures.items()}
+    medians = {name: {"all": round(float(value.median()), 3),
+                      "25m+": round(float(value[far].median()), 3) if bool(far.any()) else float("nan")}
+               for name, value in figures.items()}
     # The residual 1/sigmoid - 1 is positive: a depth target k * z below f*H/h cannot be reached. The
     # depth-only jitter scales z by k in [0.82, 1.22] and leaves f*H/h at the image's scale.
-    parts["share_of_cars_below_geometric_at_depth_scale"] = {
+    medians["share_of_cars_below_geometric_at_depth_scale"] = {
         str(k): round(float((k * truth < geometric).float().mean()), 3) for k in DEPTH_SCALES}
-    return parts
+    return medians
 
 
 def error_correlation(ratios: torch.Tensor, reference: torch.Tensor) -> float:
