@@ -246,3 +246,48 @@ def test_diagnostics_refuse_a_reference_that_scored_other_cars(tmp_path, capsys,
     assert captured.out == ""
     assert captured.err == (f"error: {tmp_path / 'add_s0'} against {tmp_path / 'teacher_s0'}: the runs scored different cars "
                             "(2 against 3): not the same data\n")
+
+
+@pytest.fixture()
+def seed_power(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # seed_power imports its sibling add_synthetic, as when run as a script
+    return load_script("seed_power")
+
+
+def test_seed_power_needs_thirteen_seeds_for_a_one_sd_shift(seed_power):
+    # 2 (z_0.95 + z_0.8)^2 = 12.37 seeds per group for a shift of one standard deviation.
+    assert seed_power.seeds_needed(1.0, 1.0, 0.05, 0.8) == 13
+    assert seed_power.seeds_needed(0.5, 1.0, 0.05, 0.8) == 50
+    assert 0.80 < seed_power.power_at(13, 1.0, 1.0, 0.05) < 0.82
+    assert seed_power.seeds_needed(0.0, 1.0, 0.05, 0.8) is None
+    assert seed_power.seeds_needed(-0.1, 1.0, 0.05, 0.8) is None
+
+
+def test_seed_power_reads_depth_records_lower_is_better(seed_power, tmp_path, capsys):
+    def record(name: str, metres: float) -> Path:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({name: {"car_depth_median_m": metres}}))
+        return path
+
+    a = [record(f"add_s{i}", v) for i, v in enumerate([1.0, 1.1, 1.2])]
+    b = [record(f"ctl_s{i}", v) for i, v in enumerate([1.3, 1.4, 1.5])]
+    code = seed_power.main(["--metric", "depth", "--a", *map(str, a), "--b", *map(str, b), "--relative-effect", "0.1"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert result["p_one_sided_a_better"] == pytest.approx(1 / 20)  # every A below every B, 3 + 3
+    assert result["pooled_sd"] == pytest.approx(0.1)
+    observed = result["effects"]["observed"]
+    assert observed["effect"] == pytest.approx(0.3) and observed["effect_in_sd"] == pytest.approx(3.0)
+    assert observed["seeds_per_group"] == 2
+    assert result["effects"]["relative effect 0.1"]["effect"] == pytest.approx(0.14)
+
+
+def test_seed_power_names_a_record_without_the_figure(seed_power, tmp_path, capsys):
+    good = tmp_path / "a.json"
+    good.write_text(json.dumps({"a": {"car_depth_median_m": 1.0}}))
+    bad = tmp_path / "b.json"
+    bad.write_text(json.dumps({"b": {"depth_mae_m": 1.0}}))
+    assert seed_power.main(["--metric", "depth", "--a", str(good), str(good), "--b", str(bad), str(good)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {bad}: no depth figure (see --help for the record kinds)"
+    assert seed_power.main(["--metric", "ap3d", "--a", str(tmp_path / "none.json"), str(good), "--b", str(good), str(good)]) == 2
+    assert "none.json: no such record file" in capsys.readouterr().err

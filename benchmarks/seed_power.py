@@ -1,0 +1,115 @@
+"""How many seeds a two-group comparison of the synthetic benchmark needs, from its recorded runs.
+
+The benchmark compares groups of training seeds (ADD against the baseline or the depth-blind control)
+with a one-sided exact permutation test. Whether a bar like "p <= 0.05" can be met at all depends on
+the seed-to-seed spread: this script reads the two groups' records, measures their means and spread,
+and prints (JSON) the seeds per group a one-sided test at ``--alpha`` needs for ``--power`` if the true
+difference is the observed one, or each ``--effect`` (absolute, in the metric's unit) /
+``--relative-effect`` (a fraction of group B's mean). Normal approximation with the pooled standard
+deviation, n = 2 (z_(1-alpha) + z_power)^2 sd^2 / effect^2 per group; the permutation test needs about as
+many (it is as efficient as the t-test for normal data), never fewer.
+
+    python benchmarks/seed_power.py --metric depth \\
+        --a benchmarks/records/synth1500_v3/gupnet_nojit2/diagnostics/add_s[0-5].json \\
+        --b benchmarks/records/synth1500_v3/gupnet_nounc/diagnostics/rgb_teacher_s[0-5].json \\
+        --relative-effect 0.036
+
+Metrics: ``ap3d`` (Car moderate AP3D|R40 of a run record, higher is better) and ``depth`` (all-car
+median depth error of an ``add_diagnostics.py`` output, lower is better). "Better" is always A over B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from add_synthetic import METRIC, permutation_p_value, read_record  # the sibling benchmark (a script's folder is on sys.path)
+
+METRICS = {
+    # name: (reader of one record file, +1 if higher is better else -1)
+    "ap3d": (lambda path: float(read_record(path, "metrics")["last_metrics"][f"{METRIC}/moderate"]), +1),
+    "depth": (lambda path: float(next(iter(read_record(path).values()))["car_depth_median_m"]), -1),
+}
+
+
+def seeds_needed(effect: float, sd: float, alpha: float, power: float) -> int | None:
+    """Seeds per group for a one-sided two-sample test of a shift ``effect`` with common ``sd``
+    (None if ``effect`` <= 0: no number of seeds shows a difference in that direction)."""
+    if effect <= 0:
+        return None
+    z = statistics.NormalDist().inv_cdf
+    return math.ceil(2.0 * ((z(1.0 - alpha) + z(power)) * sd / effect) ** 2)
+
+
+def power_at(n: int, effect: float, sd: float, alpha: float) -> float:
+    """Power of the one-sided test with ``n`` seeds per group (normal approximation)."""
+    normal = statistics.NormalDist()
+    return normal.cdf(effect / (sd * math.sqrt(2.0 / n)) - normal.inv_cdf(1.0 - alpha))
+
+
+def compare(a: list[float], b: list[float], sign: int, effects: dict[str, float], alpha: float, power: float) -> dict:
+    """The figures of one comparison; ``sign`` = +1 if higher is better, -1 if lower is."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("each group needs at least two runs")
+    pooled_sd = math.sqrt(((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b))
+                          / (len(a) + len(b) - 2))
+    observed = sign * (statistics.fmean(a) - statistics.fmean(b))
+    n = min(len(a), len(b))
+    rows = {"observed": observed, **effects}
+    return {
+        "a": {"n": len(a), "mean": statistics.fmean(a), "sd": statistics.stdev(a), "values": a},
+        "b": {"n": len(b), "mean": statistics.fmean(b), "sd": statistics.stdev(b), "values": b},
+        "pooled_sd": pooled_sd,
+        "p_one_sided_a_better": permutation_p_value([sign * v for v in a], [sign * v for v in b]),
+        "alpha": alpha,
+        "power": power,
+        "effects": {
+            name: {"effect": effect, "effect_in_sd": effect / pooled_sd if pooled_sd > 0 else None,
+                   "seeds_per_group": seeds_needed(effect, pooled_sd, alpha, power),
+                   f"power_at_{n}_seeds": power_at(n, effect, pooled_sd, alpha) if effect > 0 else 0.0}
+            for name, effect in rows.items()
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--metric", choices=sorted(METRICS), required=True)
+    parser.add_argument("--a", nargs="+", type=Path, required=True, help="group A's record files (e.g. ADD)")
+    parser.add_argument("--b", nargs="+", type=Path, required=True, help="group B's record files (baseline or control)")
+    parser.add_argument("--effect", nargs="*", type=float, default=[], help="hypothetical differences, metric units")
+    parser.add_argument("--relative-effect", nargs="*", type=float, default=[], help="hypothetical differences, x B's mean")
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--power", type=float, default=0.8)
+    args = parser.parse_args(argv)
+    for path in args.a + args.b:
+        if not path.is_file():
+            print(f"error: {path}: no such record file", file=sys.stderr)
+            return 2
+    read, sign = METRICS[args.metric]
+    values = {}
+    for path in args.a + args.b:
+        try:
+            values[path] = read(path)
+        except (KeyError, TypeError, StopIteration, ValueError):
+            print(f"error: {path}: no {args.metric} figure (see --help for the record kinds)", file=sys.stderr)
+            return 2
+    a, b = [values[path] for path in args.a], [values[path] for path in args.b]
+    if len(a) < 2 or len(b) < 2:
+        print("error: each group needs at least two record files", file=sys.stderr)
+        return 2
+    effects = {f"effect {value:g}": value for value in args.effect}
+    effects.update({f"relative effect {value:g}": value * statistics.fmean(b) for value in args.relative_effect})
+    result = compare(a, b, sign, effects, args.alpha, args.power)
+    result["metric"] = args.metric
+    result["files"] = {"a": [str(p) for p in args.a], "b": [str(p) for p in args.b]}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
