@@ -208,6 +208,25 @@ def permutation_p_value(group: list[float], baseline: list[float]) -> float:
     return at_least / count
 
 
+def paired_permutation_p_value(group: list[float], baseline: list[float]) -> float:
+    """One-sided exact sign-flip test of mean(group - baseline) > 0 for runs paired by seed.
+
+    For groups that differ in one thing only at the same seed (ADD and the depth-blind control share
+    config, data order, augmentations and initialisation; only the teacher differs), the per-seed
+    difference removes the seed's own draw. The share of all 2^n sign flips of the differences whose
+    mean is at least the observed one: with n pairs the smallest possible value is 1/2^n.
+    """
+    if len(group) != len(baseline):
+        raise ValueError(f"paired groups need as many runs each, got {len(group)} and {len(baseline)}")
+    differences = [a - b for a, b in zip(group, baseline)]
+    observed = sum(differences)
+    at_least = count = 0
+    for signs in itertools.product((1.0, -1.0), repeat=len(differences)):
+        at_least += sum(s * d for s, d in zip(signs, differences)) >= observed - 1e-12
+        count += 1
+    return at_least / count
+
+
 def versus_baseline(by_group: dict[str, list[float]]) -> dict[str, dict]:
     """Gain of each group's mean over the baseline's and its permutation p-value (groups with >= 2 runs)."""
     baseline = by_group.get("baseline", [])

@@ -9,6 +9,11 @@ difference is the observed one, or each ``--effect`` (absolute, in the metric's 
 deviation, n = 2 (z_(1-alpha) + z_power)^2 sd^2 / effect^2 per group; the permutation test needs about as
 many (it is as efficient as the t-test for normal data), never fewer.
 
+``--paired``: the files of A and B are pairs in the order given (the same seed), as ADD and its
+depth-blind control are (one config, data order, augmentations and initialisation; only the teacher
+differs). The figures then come from the per-seed differences: the exact sign-flip p and
+n = (z_(1-alpha) + z_power)^2 sd_diff^2 / effect^2 pairs, far fewer when the seed's draw moves both runs.
+
     python benchmarks/seed_power.py --metric depth \\
         --a benchmarks/records/synth1500_v3/gupnet_nojit2/diagnostics/add_s[0-5].json \\
         --b benchmarks/records/synth1500_v3/gupnet_nounc/diagnostics/rgb_teacher_s[0-5].json \\
@@ -27,7 +32,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from add_synthetic import METRIC, permutation_p_value, read_record  # the sibling benchmark (a script's folder is on sys.path)
+from add_synthetic import METRIC, paired_permutation_p_value, permutation_p_value, read_record  # the sibling benchmark (a script's folder is on sys.path)
 
 METRICS = {
     # name: (reader of one record file, +1 if higher is better else -1)
@@ -36,44 +41,57 @@ METRICS = {
 }
 
 
-def seeds_needed(effect: float, sd: float, alpha: float, power: float) -> int | None:
-    """Seeds per group for a one-sided two-sample test of a shift ``effect`` with common ``sd``
-    (None if ``effect`` <= 0: no number of seeds shows a difference in that direction)."""
+def seeds_needed(effect: float, sd: float, alpha: float, power: float, groups: int = 2) -> int | None:
+    """Seeds per group for a one-sided test of a shift ``effect`` with spread ``sd``: two independent
+    groups of common ``sd`` (``groups=2``), or pairs whose differences have ``sd`` (``groups=1``).
+    None if ``effect`` <= 0: no number of seeds shows a difference in that direction."""
     if effect <= 0:
         return None
     z = statistics.NormalDist().inv_cdf
-    return math.ceil(2.0 * ((z(1.0 - alpha) + z(power)) * sd / effect) ** 2)
+    return math.ceil(groups * ((z(1.0 - alpha) + z(power)) * sd / effect) ** 2)
 
 
-def power_at(n: int, effect: float, sd: float, alpha: float) -> float:
-    """Power of the one-sided test with ``n`` seeds per group (normal approximation)."""
+def power_at(n: int, effect: float, sd: float, alpha: float, groups: int = 2) -> float:
+    """Power of the one-sided test with ``n`` seeds per group (normal approximation; ``groups`` as above)."""
     normal = statistics.NormalDist()
-    return normal.cdf(effect / (sd * math.sqrt(2.0 / n)) - normal.inv_cdf(1.0 - alpha))
+    return normal.cdf(effect / (sd * math.sqrt(groups / n)) - normal.inv_cdf(1.0 - alpha))
 
 
-def compare(a: list[float], b: list[float], sign: int, effects: dict[str, float], alpha: float, power: float) -> dict:
+def compare(a: list[float], b: list[float], sign: int, effects: dict[str, float], alpha: float, power: float,
+            paired: bool = False) -> dict:
     """The figures of one comparison; ``sign`` = +1 if higher is better, -1 if lower is."""
     if len(a) < 2 or len(b) < 2:
         raise ValueError("each group needs at least two runs")
-    pooled_sd = math.sqrt(((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b))
-                          / (len(a) + len(b) - 2))
+    if paired:
+        differences = [sign * (x - y) for x, y in zip(a, b)]
+        spread, groups = statistics.stdev(differences), 1
+        p_value = paired_permutation_p_value([sign * v for v in a], [sign * v for v in b])
+    else:
+        spread = math.sqrt(((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b))
+                           / (len(a) + len(b) - 2))
+        groups, p_value = 2, permutation_p_value([sign * v for v in a], [sign * v for v in b])
     observed = sign * (statistics.fmean(a) - statistics.fmean(b))
     n = min(len(a), len(b))
     rows = {"observed": observed, **effects}
-    return {
+    result = {
         "a": {"n": len(a), "mean": statistics.fmean(a), "sd": statistics.stdev(a), "values": a},
         "b": {"n": len(b), "mean": statistics.fmean(b), "sd": statistics.stdev(b), "values": b},
-        "pooled_sd": pooled_sd,
-        "p_one_sided_a_better": permutation_p_value([sign * v for v in a], [sign * v for v in b]),
+        "paired": paired,
+        "sd_used": spread,
+        "p_one_sided_a_better": p_value,
         "alpha": alpha,
         "power": power,
         "effects": {
-            name: {"effect": effect, "effect_in_sd": effect / pooled_sd if pooled_sd > 0 else None,
-                   "seeds_per_group": seeds_needed(effect, pooled_sd, alpha, power),
-                   f"power_at_{n}_seeds": power_at(n, effect, pooled_sd, alpha) if effect > 0 else 0.0}
+            name: {"effect": effect, "effect_in_sd": effect / spread if spread > 0 else None,
+                   "seeds_per_group": seeds_needed(effect, spread, alpha, power, groups),
+                   f"power_at_{n}_seeds": power_at(n, effect, spread, alpha, groups) if effect > 0 else 0.0}
             for name, effect in rows.items()
         },
     }
+    if paired:
+        result["differences_a_better"] = differences
+        result["correlation"] = statistics.correlation(a, b)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--relative-effect", nargs="*", type=float, default=[], help="hypothetical differences, x B's mean")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--power", type=float, default=0.8)
+    parser.add_argument("--paired", action="store_true", help="A and B are pairs in the order given (same seeds)")
     args = parser.parse_args(argv)
+    if args.paired and len(args.a) != len(args.b):
+        print(f"error: --paired needs as many A files as B files, got {len(args.a)} and {len(args.b)}", file=sys.stderr)
+        return 2
     for path in args.a + args.b:
         if not path.is_file():
             print(f"error: {path}: no such record file", file=sys.stderr)
@@ -104,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     effects = {f"effect {value:g}": value for value in args.effect}
     effects.update({f"relative effect {value:g}": value * statistics.fmean(b) for value in args.relative_effect})
-    result = compare(a, b, sign, effects, args.alpha, args.power)
+    result = compare(a, b, sign, effects, args.alpha, args.power, args.paired)
     result["metric"] = args.metric
     result["files"] = {"a": [str(p) for p in args.a], "b": [str(p) for p in args.b]}
     print(json.dumps(result, indent=2))

@@ -275,7 +275,7 @@ def test_seed_power_reads_depth_records_lower_is_better(seed_power, tmp_path, ca
     result = json.loads(capsys.readouterr().out)
     assert code == 0
     assert result["p_one_sided_a_better"] == pytest.approx(1 / 20)  # every A below every B, 3 + 3
-    assert result["pooled_sd"] == pytest.approx(0.1)
+    assert result["sd_used"] == pytest.approx(0.1) and result["paired"] is False
     observed = result["effects"]["observed"]
     assert observed["effect"] == pytest.approx(0.3) and observed["effect_in_sd"] == pytest.approx(3.0)
     assert observed["seeds_per_group"] == 2
@@ -291,3 +291,33 @@ def test_seed_power_names_a_record_without_the_figure(seed_power, tmp_path, caps
     assert capsys.readouterr().err.strip() == f"error: {bad}: no depth figure (see --help for the record kinds)"
     assert seed_power.main(["--metric", "ap3d", "--a", str(tmp_path / "none.json"), str(good), "--b", str(good), str(good)]) == 2
     assert "none.json: no such record file" in capsys.readouterr().err
+
+
+def test_paired_permutation_p_flips_the_signs_of_the_per_seed_differences(bench):
+    assert bench.paired_permutation_p_value([2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0]) == pytest.approx(1 / 16)
+    # differences +1, +1, -1, +3 (sum 4): the flips reaching a sum >= 4 are (+,+,-,+), (+,+,+,+), (-,+,+,+), (+,-,+,+)
+    assert bench.paired_permutation_p_value([2.0, 3.0, 2.0, 7.0], [1.0, 2.0, 3.0, 4.0]) == pytest.approx(4 / 16)
+    with pytest.raises(ValueError, match="as many runs"):
+        bench.paired_permutation_p_value([1.0, 2.0], [1.0])
+
+
+def test_seed_power_paired_removes_the_shared_seed_draw(seed_power, tmp_path, capsys):
+    def record(name: str, metres: float) -> Path:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({name: {"car_depth_median_m": metres}}))
+        return path
+
+    seeds = [1.0, 1.4, 0.8, 1.2]  # a large seed-to-seed draw shared by both groups
+    a = [record(f"add_s{i}", v - 0.05) for i, v in enumerate(seeds)]
+    b = [record(f"ctl_s{i}", v + (0.01 if i % 2 else -0.01)) for i, v in enumerate(seeds)]
+    args = ["--metric", "depth", "--a", *map(str, a), "--b", *map(str, b)]
+    assert seed_power.main(args) == 0
+    unpaired = json.loads(capsys.readouterr().out)
+    assert seed_power.main(args + ["--paired"]) == 0
+    paired = json.loads(capsys.readouterr().out)
+    assert paired["differences_a_better"] == pytest.approx([0.04, 0.06, 0.04, 0.06])
+    assert paired["p_one_sided_a_better"] == pytest.approx(1 / 16)  # every pair favours A
+    assert paired["correlation"] > 0.99
+    assert paired["effects"]["observed"]["seeds_per_group"] < unpaired["effects"]["observed"]["seeds_per_group"]
+    assert seed_power.main(["--metric", "depth", "--paired", "--a", *map(str, a), "--b", *map(str, b[:3])]) == 2
+    assert "--paired needs as many A files as B files, got 4 and 3" in capsys.readouterr().err
