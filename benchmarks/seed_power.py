@@ -14,6 +14,9 @@ depth-blind control are (one config, data order, augmentations and initialisatio
 differs). The figures then come from the per-seed differences: the exact sign-flip p and
 n = (z_(1-alpha) + z_power)^2 sd_diff^2 / effect^2 pairs, far fewer when the seed's draw moves both runs.
 
+``gain_upper_bound``: the one-sided (1 - alpha) upper confidence bound on A's gain over B by inverting
+the same permutation test (no distributional assumption): a gain above it is ruled out at that level.
+
     python benchmarks/seed_power.py --metric depth \\
         --a benchmarks/records/synth1500_v3/gupnet_nojit2/diagnostics/add_s[0-5].json \\
         --b benchmarks/records/synth1500_v3/gupnet_nounc/diagnostics/rgb_teacher_s[0-5].json \\
@@ -57,6 +60,27 @@ def power_at(n: int, effect: float, sd: float, alpha: float, groups: int = 2) ->
     return normal.cdf(effect / (sd * math.sqrt(groups / n)) - normal.inv_cdf(1.0 - alpha))
 
 
+def gain_upper_bound(a: list[float], b: list[float], alpha: float, paired: bool) -> float | None:
+    """One-sided (1 - alpha) upper confidence bound on the gain mean(a) - mean(b), higher better.
+
+    Distribution-free: the smallest shift delta that the permutation test (the sign-flip test if
+    ``paired``) rejects in favour of "the gain is below delta" at level alpha, found by bisection
+    (the test's p-value only falls as delta grows). Gains above the bound are ruled out at that level.
+    """
+    def p_below(delta: float) -> float:
+        shifted = [x - delta for x in a]
+        return paired_permutation_p_value(b, shifted) if paired else permutation_p_value(b, shifted)
+
+    span = max(a + b) - min(a + b) or 1.0
+    low, high = min(a) - max(b) - span, max(a) - min(b) + span  # p_below(low) = 1, p_below(high) = its minimum
+    if p_below(high) > alpha:
+        return None  # too few runs for any bound at this level
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (low, middle) if p_below(middle) <= alpha else (middle, high)
+    return high
+
+
 def compare(a: list[float], b: list[float], sign: int, effects: dict[str, float], alpha: float, power: float,
             paired: bool = False) -> dict:
     """The figures of one comparison; ``sign`` = +1 if higher is better, -1 if lower is."""
@@ -79,6 +103,7 @@ def compare(a: list[float], b: list[float], sign: int, effects: dict[str, float]
         "paired": paired,
         "sd_used": spread,
         "p_one_sided_a_better": p_value,
+        "gain_upper_bound": gain_upper_bound([sign * v for v in a], [sign * v for v in b], alpha, paired),
         "alpha": alpha,
         "power": power,
         "effects": {

@@ -321,3 +321,17 @@ def test_seed_power_paired_removes_the_shared_seed_draw(seed_power, tmp_path, ca
     assert paired["effects"]["observed"]["seeds_per_group"] < unpaired["effects"]["observed"]["seeds_per_group"]
     assert seed_power.main(["--metric", "depth", "--paired", "--a", *map(str, a), "--b", *map(str, b[:3])]) == 2
     assert "--paired needs as many A files as B files, got 4 and 3" in capsys.readouterr().err
+
+
+def test_gain_upper_bound_inverts_the_permutation_test(seed_power):
+    a, b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [0.5, 1.5, 2.5, 3.5, 4.5, 5.5]
+    for paired in (False, True):
+        bound = seed_power.gain_upper_bound(a, b, 0.05, paired)
+        shifted = lambda delta: [x - delta for x in a]
+        test = seed_power.paired_permutation_p_value if paired else seed_power.permutation_p_value
+        assert test(b, shifted(bound + 1e-6)) <= 0.05 < test(b, shifted(bound - 1e-3))
+        assert bound > 0.5  # the observed gain is inside the bound
+    # every pair gains exactly 0.5: the sign-flip bound is the gain itself
+    assert seed_power.gain_upper_bound(a, b, 0.05, True) == pytest.approx(0.5, abs=1e-6)
+    # two pairs: no flip set is below 1/4, so no bound at 0.05
+    assert seed_power.gain_upper_bound([1.0, 2.0], [0.0, 1.0], 0.05, True) is None
