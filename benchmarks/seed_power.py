@@ -7,7 +7,8 @@ and prints (JSON) the seeds per group a one-sided test at ``--alpha`` needs for 
 difference is the observed one, or each ``--effect`` (absolute, in the metric's unit) /
 ``--relative-effect`` (a fraction of group B's mean). Normal approximation with the pooled standard
 deviation, n = 2 (z_(1-alpha) + z_power)^2 sd^2 / effect^2 per group; the permutation test needs about as
-many (it is as efficient as the t-test for normal data), never fewer.
+many (it is as efficient as the t-test for normal data), and never fewer than it takes for its smallest
+possible p to reach alpha (3 + 3 seeds at 0.05; 5 pairs).
 
 ``--paired``: the files of A and B are pairs in the order given (the same seed), as ADD and its
 depth-blind control are (one config, data order, augmentations and initialisation; only the teacher
@@ -51,7 +52,17 @@ def seeds_needed(effect: float, sd: float, alpha: float, power: float, groups: i
     if effect <= 0:
         return None
     z = statistics.NormalDist().inv_cdf
-    return math.ceil(groups * ((z(1.0 - alpha) + z(power)) * sd / effect) ** 2)
+    approximate = math.ceil(groups * ((z(1.0 - alpha) + z(power)) * sd / effect) ** 2)
+    return max(approximate, exact_test_floor(alpha, groups))
+
+
+def exact_test_floor(alpha: float, groups: int = 2) -> int:
+    """The fewest seeds per group whose exact permutation test can reach p <= alpha at all: its
+    smallest p is 1 / C(2n, n) for two groups of n, 1 / 2^n for n pairs."""
+    n = 1
+    while (1.0 / math.comb(2 * n, n) if groups == 2 else 0.5 ** n) > alpha:
+        n += 1
+    return n
 
 
 def power_at(n: int, effect: float, sd: float, alpha: float, groups: int = 2) -> float:

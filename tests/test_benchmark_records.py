@@ -259,6 +259,10 @@ def test_seed_power_needs_thirteen_seeds_for_a_one_sd_shift(seed_power):
     assert seed_power.seeds_needed(1.0, 1.0, 0.05, 0.8) == 13
     assert seed_power.seeds_needed(0.5, 1.0, 0.05, 0.8) == 50
     assert 0.80 < seed_power.power_at(13, 1.0, 1.0, 0.05) < 0.82
+    # a huge shift still needs the seeds whose exact test can reach p <= 0.05: 3 + 3 (1/20), 5 pairs (1/32)
+    assert seed_power.seeds_needed(100.0, 1.0, 0.05, 0.8) == 3
+    assert seed_power.seeds_needed(100.0, 1.0, 0.05, 0.8, groups=1) == 5
+    assert seed_power.exact_test_floor(0.01) == 5 and seed_power.exact_test_floor(0.01, groups=1) == 7
     assert seed_power.seeds_needed(0.0, 1.0, 0.05, 0.8) is None
     assert seed_power.seeds_needed(-0.1, 1.0, 0.05, 0.8) is None
 
@@ -278,7 +282,7 @@ def test_seed_power_reads_depth_records_lower_is_better(seed_power, tmp_path, ca
     assert result["sd_used"] == pytest.approx(0.1) and result["paired"] is False
     observed = result["effects"]["observed"]
     assert observed["effect"] == pytest.approx(0.3) and observed["effect_in_sd"] == pytest.approx(3.0)
-    assert observed["seeds_per_group"] == 2
+    assert observed["seeds_per_group"] == 3  # the normal approximation's 2, raised to the exact test's floor
     assert result["effects"]["relative effect 0.1"]["effect"] == pytest.approx(0.14)
 
 
