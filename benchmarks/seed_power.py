@@ -45,30 +45,30 @@ METRICS = {
 }
 
 
-def seeds_needed(effect: float, sd: float, alpha: float, power: float, groups: int = 2) -> int | None:
+def seeds_needed(effect: float, sd: float, alpha: float, power: float, paired: bool = False) -> int | None:
     """Seeds per group for a one-sided test of a shift ``effect`` with spread ``sd``: two independent
-    groups of common ``sd`` (``groups=2``), or pairs whose differences have ``sd`` (``groups=1``).
+    groups of common ``sd``, or (``paired``) pairs whose differences have ``sd``.
     None if ``effect`` <= 0: no number of seeds shows a difference in that direction."""
     if effect <= 0:
         return None
     z = statistics.NormalDist().inv_cdf
-    approximate = math.ceil(groups * ((z(1.0 - alpha) + z(power)) * sd / effect) ** 2)
-    return max(approximate, exact_test_floor(alpha, groups))
+    approximate = math.ceil((1 if paired else 2) * ((z(1.0 - alpha) + z(power)) * sd / effect) ** 2)
+    return max(approximate, exact_test_floor(alpha, paired))
 
 
-def exact_test_floor(alpha: float, groups: int = 2) -> int:
+def exact_test_floor(alpha: float, paired: bool = False) -> int:
     """The fewest seeds per group whose exact permutation test can reach p <= alpha at all: its
     smallest p is 1 / C(2n, n) for two groups of n, 1 / 2^n for n pairs."""
     n = 1
-    while (1.0 / math.comb(2 * n, n) if groups == 2 else 0.5 ** n) > alpha:
+    while (0.5 ** n if paired else 1.0 / math.comb(2 * n, n)) > alpha:
         n += 1
     return n
 
 
-def power_at(n: int, effect: float, sd: float, alpha: float, groups: int = 2) -> float:
-    """Power of the one-sided test with ``n`` seeds per group (normal approximation; ``groups`` as above)."""
+def power_at(n: int, effect: float, sd: float, alpha: float, paired: bool = False) -> float:
+    """Power of the one-sided test with ``n`` seeds per group, or ``n`` pairs (normal approximation)."""
     normal = statistics.NormalDist()
-    return normal.cdf(effect / (sd * math.sqrt(groups / n)) - normal.inv_cdf(1.0 - alpha))
+    return normal.cdf(effect / (sd * math.sqrt((1 if paired else 2) / n)) - normal.inv_cdf(1.0 - alpha))
 
 
 def gain_upper_bound(a: list[float], b: list[float], alpha: float, paired: bool) -> float | None:
@@ -99,12 +99,12 @@ def compare(a: list[float], b: list[float], sign: int, effects: dict[str, float]
         raise ValueError("each group needs at least two runs")
     if paired:
         differences = [sign * (x - y) for x, y in zip(a, b)]
-        spread, groups = statistics.stdev(differences), 1
+        spread = statistics.stdev(differences)
         p_value = paired_permutation_p_value([sign * v for v in a], [sign * v for v in b])
     else:
         spread = math.sqrt(((len(a) - 1) * statistics.variance(a) + (len(b) - 1) * statistics.variance(b))
                            / (len(a) + len(b) - 2))
-        groups, p_value = 2, permutation_p_value([sign * v for v in a], [sign * v for v in b])
+        p_value = permutation_p_value([sign * v for v in a], [sign * v for v in b])
     observed = sign * (statistics.fmean(a) - statistics.fmean(b))
     n = min(len(a), len(b))
     rows = {"observed": observed, **effects}
@@ -119,8 +119,8 @@ def compare(a: list[float], b: list[float], sign: int, effects: dict[str, float]
         "power": power,
         "effects": {
             name: {"effect": effect, "effect_in_sd": effect / spread if spread > 0 else None,
-                   "seeds_per_group": seeds_needed(effect, spread, alpha, power, groups),
-                   f"power_at_{n}_seeds": power_at(n, effect, spread, alpha, groups) if effect > 0 else 0.0}
+                   "seeds_per_group": seeds_needed(effect, spread, alpha, power, paired),
+                   f"power_at_{n}_seeds": power_at(n, effect, spread, alpha, paired) if effect > 0 else 0.0}
             for name, effect in rows.items()
         },
     }

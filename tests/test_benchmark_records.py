@@ -261,8 +261,8 @@ def test_seed_power_needs_thirteen_seeds_for_a_one_sd_shift(seed_power):
     assert 0.80 < seed_power.power_at(13, 1.0, 1.0, 0.05) < 0.82
     # a huge shift still needs the seeds whose exact test can reach p <= 0.05: 3 + 3 (1/20), 5 pairs (1/32)
     assert seed_power.seeds_needed(100.0, 1.0, 0.05, 0.8) == 3
-    assert seed_power.seeds_needed(100.0, 1.0, 0.05, 0.8, groups=1) == 5
-    assert seed_power.exact_test_floor(0.01) == 5 and seed_power.exact_test_floor(0.01, groups=1) == 7
+    assert seed_power.seeds_needed(100.0, 1.0, 0.05, 0.8, paired=True) == 5
+    assert seed_power.exact_test_floor(0.01) == 5 and seed_power.exact_test_floor(0.01, paired=True) == 7
     assert seed_power.seeds_needed(0.0, 1.0, 0.05, 0.8) is None
     assert seed_power.seeds_needed(-0.1, 1.0, 0.05, 0.8) is None
 
