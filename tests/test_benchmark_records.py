@@ -248,6 +248,13 @@ def test_diagnostics_refuse_a_reference_that_scored_other_cars(tmp_path, capsys,
                             "(2 against 3): not the same data\n")
 
 
+def depth_record(folder: Path, name: str, metres: float) -> Path:
+    """An add_diagnostics.py output holding one run's all-car median depth error."""
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({name: {"car_depth_median_m": metres}}))
+    return path
+
+
 @pytest.fixture()
 def seed_power(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # seed_power imports its sibling add_synthetic, as when run as a script
@@ -268,13 +275,8 @@ def test_seed_power_needs_thirteen_seeds_for_a_one_sd_shift(seed_power):
 
 
 def test_seed_power_reads_depth_records_lower_is_better(seed_power, tmp_path, capsys):
-    def record(name: str, metres: float) -> Path:
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({name: {"car_depth_median_m": metres}}))
-        return path
-
-    a = [record(f"add_s{i}", v) for i, v in enumerate([1.0, 1.1, 1.2])]
-    b = [record(f"ctl_s{i}", v) for i, v in enumerate([1.3, 1.4, 1.5])]
+    a = [depth_record(tmp_path, f"add_s{i}", v) for i, v in enumerate([1.0, 1.1, 1.2])]
+    b = [depth_record(tmp_path, f"ctl_s{i}", v) for i, v in enumerate([1.3, 1.4, 1.5])]
     code = seed_power.main(["--metric", "depth", "--a", *map(str, a), "--b", *map(str, b), "--relative-effect", "0.1"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -287,8 +289,7 @@ def test_seed_power_reads_depth_records_lower_is_better(seed_power, tmp_path, ca
 
 
 def test_seed_power_names_a_record_without_the_figure(seed_power, tmp_path, capsys):
-    good = tmp_path / "a.json"
-    good.write_text(json.dumps({"a": {"car_depth_median_m": 1.0}}))
+    good = depth_record(tmp_path, "a", 1.0)
     bad = tmp_path / "b.json"
     bad.write_text(json.dumps({"b": {"depth_mae_m": 1.0}}))
     assert seed_power.main(["--metric", "depth", "--a", str(good), str(good), "--b", str(bad), str(good)]) == 2
@@ -306,14 +307,9 @@ def test_paired_permutation_p_flips_the_signs_of_the_per_seed_differences(bench)
 
 
 def test_seed_power_paired_removes_the_shared_seed_draw(seed_power, tmp_path, capsys):
-    def record(name: str, metres: float) -> Path:
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({name: {"car_depth_median_m": metres}}))
-        return path
-
     seeds = [1.0, 1.4, 0.8, 1.2]  # a large seed-to-seed draw shared by both groups
-    a = [record(f"add_s{i}", v - 0.05) for i, v in enumerate(seeds)]
-    b = [record(f"ctl_s{i}", v + (0.01 if i % 2 else -0.01)) for i, v in enumerate(seeds)]
+    a = [depth_record(tmp_path, f"add_s{i}", v - 0.05) for i, v in enumerate(seeds)]
+    b = [depth_record(tmp_path, f"ctl_s{i}", v + (0.01 if i % 2 else -0.01)) for i, v in enumerate(seeds)]
     args = ["--metric", "depth", "--a", *map(str, a), "--b", *map(str, b)]
     assert seed_power.main(args) == 0
     unpaired = json.loads(capsys.readouterr().out)
