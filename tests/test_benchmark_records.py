@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -304,6 +306,21 @@ def test_paired_permutation_p_flips_the_signs_of_the_per_seed_differences(bench)
     assert bench.paired_permutation_p_value([2.0, 3.0, 2.0, 7.0], [1.0, 2.0, 3.0, 4.0]) == pytest.approx(4 / 16)
     with pytest.raises(ValueError, match="as many runs"):
         bench.paired_permutation_p_value([1.0, 2.0], [1.0])
+
+
+def test_paired_permutation_p_counts_every_sign_flip_exactly(bench):
+    def every_flip(group, baseline):  # the definition: list all 2^n flips
+        differences = [a - b for a, b in zip(group, baseline)]
+        flips = list(itertools.product((1.0, -1.0), repeat=len(differences)))
+        return sum(sum(s * d for s, d in zip(signs, differences)) >= sum(differences) - 1e-12 for signs in flips) / len(flips)
+
+    rng = random.Random(7)
+    for n in range(0, 13):
+        baseline = [rng.uniform(0.8, 1.2) for _ in range(n)]
+        group = [b + rng.gauss(0.0, 0.05) for b in baseline]
+        assert bench.paired_permutation_p_value(group, baseline) == every_flip(group, baseline)
+        ties = [float(rng.randint(-2, 2)) for _ in range(n)]  # equal |differences|: many flips tie the observed sum
+        assert bench.paired_permutation_p_value(ties, [0.0] * n) == every_flip(ties, [0.0] * n)
 
 
 def test_seed_power_paired_removes_the_shared_seed_draw(seed_power, tmp_path, capsys):
